@@ -1,0 +1,59 @@
+import CBLAS
+
+/// The Swift face of OpenBLAS: single-precision GEMM and thread control.
+///
+/// This is the only file in the package that imports `CBLAS`; every matrix product in the
+/// library goes through ``BLAS/gemm(transposeA:transposeB:m:n:k:alpha:a:lda:b:ldb:beta:c:ldc:)``.
+public enum BLAS {
+    /// Number of threads OpenBLAS uses for one call (its `openblas_get_num_threads`).
+    ///
+    /// Setting it changes the process-wide OpenBLAS pool, exactly as `OPENBLAS_NUM_THREADS`
+    /// does at start-up; values below 1 are raised to 1.
+    public static var threadCount: Int {
+        get { Int(openblas_get_num_threads()) }
+        set { openblas_set_num_threads(Int32(max(1, min(newValue, Int(Int32.max))))) }
+    }
+
+    /// Number of processors OpenBLAS detected.
+    public static var processorCount: Int { Int(openblas_get_num_procs()) }
+
+    /// The compute kernel OpenBLAS selected, e.g. `"Haswell"` or `"Cooperlake"`.
+    public static var coreName: String {
+        guard let name = openblas_get_corename() else { return "unknown" }
+        return String(cString: name)
+    }
+
+    /// OpenBLAS's build description (version, threading model, core).
+    public static var configuration: String {
+        guard let config = openblas_get_config() else { return "unknown" }
+        return String(cString: config)
+    }
+
+    /// `C = alpha · op(A) · op(B) + beta · C`, row-major, with `op(X) = X` or `Xᵀ`.
+    ///
+    /// - Parameters:
+    ///   - m, n, k: `op(A)` is `[m, k]`, `op(B)` is `[k, n]`, `C` is `[m, n]`.
+    ///   - lda, ldb, ldc: row strides in elements, so a column slice of a wider matrix
+    ///     (one head of `[seq, nHeads * headDim]`) is read in place.
+    /// - Note: callers guarantee every size and stride fits OpenBLAS's 32-bit `blasint`;
+    ///   `MultiHeadAttention` checks its inputs against ``AttentionLimits`` before calling.
+    @inline(__always)
+    static func gemm(
+        transposeA: Bool = false, transposeB: Bool = false,
+        m: Int, n: Int, k: Int,
+        alpha: Float = 1,
+        a: UnsafePointer<Float>, lda: Int,
+        b: UnsafePointer<Float>, ldb: Int,
+        beta: Float = 0,
+        c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        guard m > 0, n > 0 else { return }
+        cblas_sgemm(
+            CblasRowMajor,
+            transposeA ? CblasTrans : CblasNoTrans,
+            transposeB ? CblasTrans : CblasNoTrans,
+            Int32(m), Int32(n), Int32(k),
+            alpha, a, Int32(lda), b, Int32(ldb),
+            beta, c, Int32(ldc))
+    }
+}

@@ -1,0 +1,62 @@
+/// The learnable parameters of ``MultiHeadAttention``, named as in a PyTorch state dict.
+public enum AttentionParameter: String, Sendable, CaseIterable {
+    case qProj = "q_proj.weight"
+    case kProj = "k_proj.weight"
+    case vProj = "v_proj.weight"
+    case outProj = "out_proj.weight"
+    case sinkStates = "sink_states"
+
+    /// The PyTorch state-dict name, e.g. `"q_proj.weight"`.
+    public var stateDictName: String { rawValue }
+
+    var streamIndex: Int { Self.allCases.firstIndex(of: self)! }
+}
+
+extension MultiHeadAttention {
+    /// The shape `parameter` must have under `config`, or `nil` when the configuration has no
+    /// such parameter (`sinkStates` without sinks).
+    public func expectedShape(of parameter: AttentionParameter) -> [Int]? {
+        let d = config.dModel, kv = config.numKVHeads * config.headDim
+        switch parameter {
+        case .qProj, .outProj: return [d, d]
+        case .kProj, .vProj: return [kv, d]
+        case .sinkStates: return config.useAttentionSinks ? [config.numAttentionSinks, d] : nil
+        }
+    }
+
+    /// The current value of `parameter` (`nil` for `sinkStates` without sinks).
+    public func weight(_ parameter: AttentionParameter) -> Tensor? {
+        switch parameter {
+        case .qProj: return qProj
+        case .kProj: return kProj
+        case .vProj: return vProj
+        case .outProj: return outProj
+        case .sinkStates: return sinkStates
+        }
+    }
+
+    /// Replaces one parameter.
+    ///
+    /// - Throws: ``AttentionError/invalidShape(_:)`` when `tensor`'s shape differs from
+    ///   ``expectedShape(of:)`` (or the configuration has no such parameter); the layer is then
+    ///   unchanged.
+    public mutating func setWeight(_ tensor: Tensor, for parameter: AttentionParameter) throws {
+        guard let expected = expectedShape(of: parameter) else {
+            throw AttentionError.invalidShape(
+                "\(parameter.stateDictName) cannot be set: this configuration has useAttentionSinks = false")
+        }
+        guard tensor.shape == expected else {
+            throw AttentionError.invalidShape(
+                "\(parameter.stateDictName) shape \(tensor.shape) must be \(expected) for dModel \(config.dModel), "
+                    + "nHeads \(config.nHeads), numKVHeads \(config.numKVHeads)"
+                    + (parameter == .sinkStates ? ", numAttentionSinks \(config.numAttentionSinks)" : ""))
+        }
+        switch parameter {
+        case .qProj: qProj = tensor
+        case .kProj: kProj = tensor
+        case .vProj: vProj = tensor
+        case .outProj: outProj = tensor
+        case .sinkStates: sinkStates = tensor
+        }
+    }
+}

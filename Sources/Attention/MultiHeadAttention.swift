@@ -1,0 +1,209 @@
+/// Which attention kernel runs between the projections.
+public enum AttentionKernel: Sendable, Hashable, CaseIterable {
+    /// Blocked online-softmax kernel (DESIGN.md §4).
+    ///
+    /// - Note: until the flash kernel lands, this routes to ``reference``; the results are the
+    ///   same either way, only speed and memory differ.
+    case flash
+    /// Materialises every score per (batch, head); the readable oracle.
+    case reference
+}
+
+/// Multi-head self-attention with RoPE, grouped-query attention, attention sinks, masks and
+/// dropout: the Swift counterpart of a PyTorch attention `nn.Module`.
+///
+/// Shapes (`B` batch, `N` tokens, `H` query heads, `Hkv` key/value heads, `D` head width,
+/// `S` sinks):
+///
+///     Q = x · qProjᵀ        [B, N, H·D]        K = x · kProjᵀ, V = x · vProjᵀ   [B, N, Hkv·D]
+///     Q, K ← RoPE at positions S + t           sinks: sinkStates · kProjᵀ at positions 0..<S
+///     context_h = softmax(Q_h · [K_sink; K]_kvᵀ / √D + mask) · [V_sink; V]_kv,  kv = h / (H/Hkv)
+///     out = context · outProjᵀ                 [B, N, dModel]
+///
+/// Keys and values are never repeated per query head ("not pre-tiled"). A value of this type
+/// is immutable during `forward`, so one instance may serve many threads at once.
+public struct MultiHeadAttention: Sendable {
+    /// The validated hyper-parameters.
+    public let config: AttentionConfig
+    /// `dModel / nHeads`.
+    public var headDim: Int { config.headDim }
+    /// Number of query heads, `nHeads`.
+    public var numQHeads: Int { config.nHeads }
+    /// Number of key/value heads: `gqaGroups` with GQA, else `nHeads`.
+    public var numKVHeads: Int { config.numKVHeads }
+    /// Score scale `1/√headDim`.
+    public var scale: Float { 1 / Float(config.headDim).squareRoot() }
+
+    /// Query projection `[dModel, dModel]` (`[out, in]`, `q = x · qProjᵀ`).
+    public internal(set) var qProj: Tensor
+    /// Key projection `[numKVHeads · headDim, dModel]`.
+    public internal(set) var kProj: Tensor
+    /// Value projection `[numKVHeads · headDim, dModel]`.
+    public internal(set) var vProj: Tensor
+    /// Output projection `[dModel, dModel]`.
+    public internal(set) var outProj: Tensor
+    /// Learnable sink tokens `[numAttentionSinks, dModel]`, or `nil` without sinks. They are
+    /// projected by `kProj`/`vProj` and prepended to every sequence's keys and values.
+    public internal(set) var sinkStates: Tensor?
+
+    /// Creates a layer with freshly initialised weights.
+    ///
+    /// - Parameters:
+    ///   - seed: the weights are a pure function of `seed`, `config` and `weightInitialization`,
+    ///     identical on every run and platform. Each parameter draws from its own stream.
+    ///   - weightInitialization: PyTorch's defaults or orthogonal (LAPACKE QR).
+    public init(
+        config: AttentionConfig, seed: UInt64 = 0,
+        weightInitialization: WeightInitialization = .pytorchDefault
+    ) throws {
+        self.config = config
+        let d = config.dModel, kv = config.numKVHeads * config.headDim
+        func linear(_ parameter: AttentionParameter, rows: Int) throws -> Tensor {
+            var generator = WeightInitializer.stream(seed: seed, parameter: parameter)
+            return try WeightInitializer.linear(rows: rows, columns: d, method: weightInitialization,
+                                                generator: &generator)
+        }
+        qProj = try linear(.qProj, rows: d)
+        kProj = try linear(.kProj, rows: kv)
+        vProj = try linear(.vProj, rows: kv)
+        outProj = try linear(.outProj, rows: d)
+        if config.useAttentionSinks {
+            var generator = WeightInitializer.stream(seed: seed, parameter: .sinkStates)
+            sinkStates = try WeightInitializer.normal(
+                rows: config.numAttentionSinks, columns: d, standardDeviation: 0.02,
+                generator: &generator)
+        } else {
+            sinkStates = nil
+        }
+    }
+
+    /// Attention over `x` in evaluation or training mode.
+    ///
+    /// - Parameters:
+    ///   - x: `[batch, seq, dModel]`. `batch` or `seq` may be 0: the result is then an empty
+    ///     `[batch, seq, dModel]` tensor.
+    ///   - mask: optional additive mask, `[seq, seq]`, `[seq, S+seq]` or
+    ///     `[batch or 1, 1 or nHeads, seq, seq or S+seq]`; added to the scaled scores on top of
+    ///     the causal rule. Width `seq` leaves sinks unmasked; width `S+seq` covers them too.
+    ///     NaN and `+∞` are rejected.
+    ///   - training: apply dropout (`config.dropout`) to the attention weights. Each call draws
+    ///     a fresh seed; use ``forward(_:mask:training:dropoutSeed:kernel:)`` to fix it.
+    /// - Returns: `[batch, seq, dModel]`. A query that sees no key at all (every score hidden)
+    ///   attends to nothing: its context is zeros, so its output row is zeros.
+    /// - Throws: ``AttentionError`` for a wrong shape, a bad mask value or a size over
+    ///   ``AttentionLimits``; nothing is returned then.
+    public func forward(_ x: Tensor, mask: Tensor? = nil, training: Bool = false) throws -> Tensor {
+        try forward(x, mask: mask, training: training, dropoutSeed: nil, kernel: nil)
+    }
+
+    /// ``forward(_:mask:training:)`` with a fixed dropout seed and a kernel choice.
+    ///
+    /// - Parameters:
+    ///   - dropoutSeed: with the same seed, inputs and weights, training-mode outputs are
+    ///     bit-identical, whatever the kernel or thread count: whether weight `(b, h, i, j)`
+    ///     survives depends only on `(seed, b, h, position(i), position(j))`. `nil` draws a
+    ///     fresh seed from the system generator.
+    ///   - kernel: overrides `config.useFlashAttention` for this call.
+    public func forward(
+        _ x: Tensor, mask: Tensor? = nil, training: Bool = false,
+        dropoutSeed: UInt64?, kernel: AttentionKernel? = nil
+    ) throws -> Tensor {
+        let d = config.dModel
+        guard x.rank == 3 else {
+            throw AttentionError.invalidInput(
+                "x shape \(x.shape) must be [batch, seq, dModel] (rank 3, got rank \(x.rank))")
+        }
+        guard x.shape[2] == d else {
+            throw AttentionError.invalidInput(
+                "x shape \(x.shape) must end in dModel (\(d)); got last dimension \(x.shape[2])")
+        }
+        let batch = x.shape[0], n = x.shape[1]
+        let s = config.numSinks, h = config.nHeads, hkv = config.numKVHeads, hd = config.headDim
+        let maskLayout = try mask.map {
+            try MaskLayout.validate($0, batch: batch, heads: h, queryCount: n, sinkCount: s)
+        }
+        let rows = batch * n  // x.count fits Int, so this does too
+        for (name, value) in [("batch · seq", rows), ("sinks + seq", s + n)]
+        where value > AttentionLimits.maxDimension {
+            throw AttentionError.sizeLimitExceeded(
+                "\(name) (\(value)) must be <= \(AttentionLimits.maxDimension), BLAS's 32-bit size limit")
+        }
+        _ = try checkedElementCount([n, s + n], of: "score matrix [seq, sinks + seq]")
+        guard rows > 0 else { return Tensor(zeros: [batch, n, d]) }
+
+        let dropout: DropoutMask? = training && config.dropout > 0
+            ? DropoutMask(probability: config.dropout,
+                          seed: dropoutSeed ?? UInt64.random(in: .min ... .max))
+            : nil
+        let rope = config.useRoPE ? RotaryEmbedding(config: config) : nil
+        let kvWidth = hkv * hd
+
+        var queries = project(x.scalars, rows: rows, weight: qProj)
+        var keys = project(x.scalars, rows: rows, weight: kProj)
+        let values = project(x.scalars, rows: rows, weight: vProj)
+        var sinkKeys = sinkStates.map { project($0.scalars, rows: s, weight: kProj) } ?? []
+        let sinkValues = sinkStates.map { project($0.scalars, rows: s, weight: vProj) } ?? []
+        if let rope {
+            rope.apply(to: &queries, rows: rows, rowStride: d, headCount: h, sequenceLength: n, firstPosition: s)
+            rope.apply(to: &keys, rows: rows, rowStride: kvWidth, headCount: hkv, sequenceLength: n, firstPosition: s)
+            rope.apply(to: &sinkKeys, rows: s, rowStride: kvWidth, headCount: hkv, sequenceLength: s, firstPosition: 0)
+        }
+
+        var context = [Float](repeating: 0, count: rows * d)
+        queries.withUnsafeBufferPointer { queries in
+        keys.withUnsafeBufferPointer { keys in
+        values.withUnsafeBufferPointer { values in
+        sinkKeys.withUnsafeBufferPointer { sinkKeys in
+        sinkValues.withUnsafeBufferPointer { sinkValues in
+        (mask?.scalars ?? []).withUnsafeBufferPointer { maskScalars in
+        context.withUnsafeMutableBufferPointer { context in
+            let segments = (0..<batch).map { b in
+                var list: [KeyValueSegment] = []
+                if s > 0 {
+                    list.append(KeyValueSegment(
+                        keys: sinkKeys.baseAddress!, values: sinkValues.baseAddress!,
+                        rowStride: kvWidth, rowCount: s, firstPosition: 0, isSink: true,
+                        firstMaskColumn: maskLayout?.coversSinks == true ? 0 : nil))
+                }
+                list.append(KeyValueSegment(
+                    keys: keys.baseAddress! + b * n * kvWidth, values: values.baseAddress! + b * n * kvWidth,
+                    rowStride: kvWidth, rowCount: n, firstPosition: s, isSink: false,
+                    firstMaskColumn: maskLayout?.coversSinks == true ? s : 0))
+                return list
+            }
+            let problem = AttentionProblem(
+                batch: batch, queryCount: n, nHeads: h, numKVHeads: hkv, headDim: hd,
+                queries: queries.baseAddress!, queryFirstPosition: s, segments: segments,
+                mask: maskLayout.map {
+                    AdditiveMask(scalars: maskScalars.baseAddress!, batchStride: $0.batchStride,
+                                 headStride: $0.headStride, rowStride: $0.width)
+                },
+                isCausal: config.isCausal, scale: scale, dropout: dropout,
+                context: context.baseAddress!)
+            switch kernel ?? (config.useFlashAttention ? .flash : .reference) {
+            case .flash, .reference:
+                ReferenceAttention.run(problem)
+            }
+        }}}}}}}
+
+        let output = project(context, rows: rows, weight: outProj)
+        return try Tensor(shape: [batch, n, d], scalars: output)
+    }
+
+    /// `input · weightᵀ` for `rows` rows of `weight.shape[1]` inputs.
+    private func project(_ input: [Float], rows: Int, weight: Tensor) -> [Float] {
+        let outputs = weight.shape[0], inputs = weight.shape[1]
+        var result = [Float](repeating: 0, count: rows * outputs)
+        input.withUnsafeBufferPointer { input in
+            weight.scalars.withUnsafeBufferPointer { weight in
+                result.withUnsafeMutableBufferPointer { result in
+                    BLAS.gemm(transposeB: true, m: rows, n: outputs, k: inputs,
+                              a: input.baseAddress!, lda: inputs,
+                              b: weight.baseAddress!, ldb: inputs,
+                              c: result.baseAddress!, ldc: outputs)
+                }
+            }
+        }
+        return result
+    }
+}

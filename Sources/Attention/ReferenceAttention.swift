@@ -1,0 +1,122 @@
+import Foundation
+
+/// The reference kernel: materialises every score, then softmax, then `P·V`, reading like the
+/// math. It is the oracle the flash kernel is tested against.
+///
+/// Per (batch row `b`, head `h`), with `K` and `V` the keys and values of every segment in order:
+///
+///     S = scale · Q_h · K_kvᵀ                 (sgemm per segment, read in place)
+///     S[i, j] += mask[i, j];  S[i, j] = −∞ where the causal rule hides key j from query i
+///     P[i, :] = softmax(S[i, :]), or zeros when every S[i, j] is −∞
+///     P[i, j] *= dropout factor (0 or 1/(1−p))
+///     context_h = P · V_kv                    (sgemm per segment, accumulated)
+///
+/// Extra memory: one `[queryCount, keyCount]` score matrix, reused across heads.
+enum ReferenceAttention {
+    static func run(_ problem: AttentionProblem) {
+        let n = problem.queryCount, d = problem.headDim
+        let ldq = problem.queryRowStride
+        guard n > 0 else { return }
+        for b in 0..<problem.batch {
+            let segments = problem.segments[b]
+            let keyCount = segments.reduce(0) { $0 + $1.rowCount }
+            var scores = [Float](repeating: 0, count: n * keyCount)
+            scores.withUnsafeMutableBufferPointer { scoresBuffer in
+                let scores = scoresBuffer.baseAddress!
+                for h in 0..<problem.nHeads {
+                    let kvHead = h / problem.groupSize
+                    let queries = problem.queries + b * n * ldq + h * d
+                    let context = problem.context + b * n * ldq + h * d
+
+                    var column = 0
+                    for segment in segments {
+                        BLAS.gemm(transposeB: true, m: n, n: segment.rowCount, k: d,
+                                  alpha: problem.scale,
+                                  a: queries, lda: ldq,
+                                  b: segment.keys + kvHead * d, ldb: segment.rowStride,
+                                  c: scores + column, ldc: keyCount)
+                        column += segment.rowCount
+                    }
+
+                    for i in 0..<n {
+                        let row = scores + i * keyCount
+                        maskRow(row, batch: b, head: h, query: i, segments: segments, problem: problem)
+                        softmaxRow(row, count: keyCount)
+                        if let dropout = problem.dropout {
+                            dropRow(row, dropout: dropout, batch: b, head: h, query: i,
+                                    segments: segments, problem: problem)
+                        }
+                    }
+
+                    if keyCount == 0 {
+                        for i in 0..<n { (context + i * ldq).update(repeating: 0, count: d) }
+                    }
+                    column = 0
+                    for segment in segments {
+                        BLAS.gemm(m: n, n: d, k: segment.rowCount,
+                                  a: scores + column, lda: keyCount,
+                                  b: segment.values + kvHead * d, ldb: segment.rowStride,
+                                  beta: column == 0 ? 0 : 1,
+                                  c: context, ldc: ldq)
+                        column += segment.rowCount
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds the additive mask and applies the causal rule to one row of scores.
+    private static func maskRow(
+        _ row: UnsafeMutablePointer<Float>, batch: Int, head: Int, query: Int,
+        segments: [KeyValueSegment], problem: AttentionProblem
+    ) {
+        let queryPosition = problem.queryFirstPosition + query
+        let maskRow = problem.mask?.row(batch: batch, head: head, query: query)
+        var column = 0
+        for segment in segments {
+            for r in 0..<segment.rowCount {
+                if let maskRow, let first = segment.firstMaskColumn {
+                    row[column + r] += maskRow[first + r]
+                }
+                if problem.isCausallyHidden(segment, keyPosition: segment.firstPosition + r,
+                                            queryPosition: queryPosition) {
+                    row[column + r] = -.infinity
+                }
+            }
+            column += segment.rowCount
+        }
+    }
+
+    /// Softmax in place; a row with no finite score becomes zeros.
+    private static func softmaxRow(_ row: UnsafeMutablePointer<Float>, count: Int) {
+        var maximum = -Float.infinity
+        for j in 0..<count { maximum = max(maximum, row[j]) }
+        guard maximum > -.infinity else {
+            row.update(repeating: 0, count: count)
+            return
+        }
+        var sum: Float = 0
+        for j in 0..<count {
+            let e = exp(row[j] - maximum)
+            row[j] = e
+            sum += e
+        }
+        let inverse = 1 / sum
+        for j in 0..<count { row[j] *= inverse }
+    }
+
+    private static func dropRow(
+        _ row: UnsafeMutablePointer<Float>, dropout: DropoutMask, batch: Int, head: Int, query: Int,
+        segments: [KeyValueSegment], problem: AttentionProblem
+    ) {
+        let rowKey = dropout.rowKey(batch: batch, head: head,
+                                    queryPosition: problem.queryFirstPosition + query)
+        var column = 0
+        for segment in segments {
+            for r in 0..<segment.rowCount {
+                row[column + r] *= dropout.factor(rowKey: rowKey, keyPosition: segment.firstPosition + r)
+            }
+            column += segment.rowCount
+        }
+    }
+}
