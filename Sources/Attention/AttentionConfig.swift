@@ -92,9 +92,7 @@ public struct AttentionConfig: Sendable, Equatable {
             }
             guard groups >= 1 else { throw fail("gqaGroups (\(groups)) must be >= 1") }
             guard nHeads % groups == 0 else {
-                let divisors = (1...nHeads).filter { nHeads % $0 == 0 }.map(String.init)
-                let choices = divisors.dropLast().joined(separator: ", ") + " or " + divisors.last!
-                throw fail("gqaGroups (\(groups)) must divide nHeads (\(nHeads)); try \(choices)")
+                throw fail("gqaGroups (\(groups)) must divide nHeads (\(nHeads))" + Self.divisorHint(nHeads))
             }
         }
         guard dropout >= 0 && dropout < 1 else {
@@ -114,6 +112,14 @@ public struct AttentionConfig: Sendable, Equatable {
         self.dropout = dropout
         self.useFlashAttention = useFlashAttention
         self.isCausal = isCausal
+    }
+
+    /// "; try 1, 2, 3, 4, 6 or 12" for 12; nothing for head counts too large to list.
+    private static func divisorHint(_ nHeads: Int) -> String {
+        guard nHeads <= 4096 else { return "" }
+        let divisors = (1...nHeads).filter { nHeads % $0 == 0 }.map(String.init)
+        guard divisors.count > 1 else { return "; try \(divisors[0])" }
+        return "; try " + divisors.dropLast().joined(separator: ", ") + " or " + divisors.last!
     }
 
     /// `dModel / nHeads`.

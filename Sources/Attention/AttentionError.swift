@@ -43,6 +43,7 @@ public enum AttentionLimits {
 /// Product of `dimensions`, or a thrown ``AttentionError/sizeLimitExceeded(_:)`` naming `what`
 /// when it overflows `Int`.
 func checkedElementCount(_ dimensions: [Int], of what: String) throws -> Int {
+    if dimensions.contains(0) { return 0 }
     var count = 1
     for dimension in dimensions {
         let (product, overflow) = count.multipliedReportingOverflow(by: dimension)
