@@ -3,7 +3,7 @@
 /// Keys and values arrive as a short list of segments rather than one concatenated matrix:
 /// sinks are the first segment, this call's tokens the last, and a cache can add segments in
 /// between. A new source of keys needs no copy and no new kernel.
-struct KeyValueSegment {
+struct KeyValueSegment: @unchecked Sendable {
     /// Row 0, key/value head 0 of `[rowCount, numKVHeads * headDim]` keys (post-RoPE).
     var keys: UnsafePointer<Float>
     /// Row 0, key/value head 0 of the matching values.
@@ -21,7 +21,7 @@ struct KeyValueSegment {
 }
 
 /// An additive mask viewed as `[batch, heads, queries, width]` with broadcast strides.
-struct AdditiveMask {
+struct AdditiveMask: @unchecked Sendable {
     var scalars: UnsafePointer<Float>
     /// 0 when one mask serves every batch row.
     var batchStride: Int
@@ -44,7 +44,10 @@ struct AdditiveMask {
 ///
 /// with keys `j` running over every segment of `segments[b]` in order, causal masking by
 /// position, and a row that sees no key left as zeros.
-struct AttentionProblem {
+///
+/// `@unchecked Sendable`: the pointers stay valid for the whole kernel call, inputs are only
+/// read, and parallel workers write disjoint (batch, head, query block) slices of `context`.
+struct AttentionProblem: @unchecked Sendable {
     var batch: Int
     var queryCount: Int
     var nHeads: Int

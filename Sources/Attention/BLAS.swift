@@ -1,4 +1,5 @@
 import CBLAS
+import Synchronization
 
 /// The Swift face of OpenBLAS: single-precision GEMM and thread control.
 ///
@@ -28,6 +29,38 @@ public enum BLAS {
         guard let config = openblas_get_config() else { return "unknown" }
         return String(cString: config)
     }
+
+    /// Runs `body` with OpenBLAS limited to one thread per call, then restores the count.
+    ///
+    /// The attention kernels parallelise over (batch, head, query block) themselves; their small
+    /// block products must not also start OpenBLAS threads. Nested and concurrent scopes share
+    /// one reference count, so the count saved by the first scope is the one restored by the last,
+    /// and projections of another `forward` running at the same moment run on one thread too.
+    static func withSingleThreadedCalls<Result>(_ body: () throws -> Result) rethrows -> Result {
+        singleThreadScopes.withLock { scopes in
+            if scopes.depth == 0 {
+                scopes.savedThreadCount = threadCount
+                if scopes.savedThreadCount != 1 { threadCount = 1 }
+            }
+            scopes.depth += 1
+        }
+        defer {
+            singleThreadScopes.withLock { scopes in
+                scopes.depth -= 1
+                if scopes.depth == 0 && scopes.savedThreadCount != 1 {
+                    threadCount = scopes.savedThreadCount
+                }
+            }
+        }
+        return try body()
+    }
+
+    private struct SingleThreadScopes {
+        var depth = 0
+        var savedThreadCount = 1
+    }
+
+    private static let singleThreadScopes = Mutex(SingleThreadScopes())
 
     /// `C = alpha · op(A) · op(B) + beta · C`, row-major, with `op(X) = X` or `Xᵀ`.
     ///

@@ -1,9 +1,7 @@
 /// Which attention kernel runs between the projections.
 public enum AttentionKernel: Sendable, Hashable, CaseIterable {
-    /// Blocked online-softmax kernel (DESIGN.md §4).
-    ///
-    /// - Note: until the flash kernel lands, this routes to ``reference``; the results are the
-    ///   same either way, only speed and memory differ.
+    /// Blocked online-softmax kernel (DESIGN.md §4): O(N) extra memory, parallel over
+    /// (batch, head, query block).
     case flash
     /// Materialises every score per (batch, head); the readable oracle.
     case reference
@@ -46,12 +44,23 @@ public struct MultiHeadAttention: Sendable {
     /// projected by `kProj`/`vProj` and prepended to every sequence's keys and values.
     public internal(set) var sinkStates: Tensor?
 
+    /// Workers the flash kernel runs on, in parallel over (batch, head, query block); `nil`
+    /// (the default) means one per active processor. The kernel's own block products run with
+    /// one OpenBLAS thread each, while the projections use ``BLAS/threadCount`` threads.
+    /// Results are bitwise identical for every worker count.
+    public var kernelWorkerCount: Int?
+
+    /// Forces the flash kernel's block sizes (tests use small blocks to span many of them).
+    var flashBlockSizes: FlashBlockSizes?
+
     /// Creates a layer with freshly initialised weights.
     ///
     /// - Parameters:
     ///   - seed: the weights are a pure function of `seed`, `config` and `weightInitialization`,
-    ///     identical on every run and platform. Each parameter draws from its own stream.
-    ///   - weightInitialization: PyTorch's defaults or orthogonal (LAPACKE QR).
+    ///     identical on every run. Each parameter draws from its own stream.
+    ///   - weightInitialization: PyTorch's defaults or orthogonal (LAPACKE QR). The random
+    ///     draws are platform-identical; the orthogonal factor goes through the system LAPACK,
+    ///     whose last bits may differ between LAPACK builds.
     public init(
         config: AttentionConfig, seed: UInt64 = 0,
         weightInitialization: WeightInitialization = .pytorchDefault
@@ -119,16 +128,21 @@ public struct MultiHeadAttention: Sendable {
         }
         let batch = x.shape[0], n = x.shape[1]
         let s = config.numSinks, h = config.nHeads, hkv = config.numKVHeads, hd = config.headDim
+        let rows = batch * n  // x.count fits Int and dModel >= 1, so this does too
+        let limit = AttentionLimits.maxDimension
+        guard rows <= limit else {
+            throw AttentionError.sizeLimitExceeded(
+                "batch · seq (\(batch) · \(n)) must be <= \(limit), BLAS's 32-bit size limit")
+        }
+        guard n <= limit - s else {
+            throw AttentionError.sizeLimitExceeded(
+                "sinks + seq (\(s) + \(n)) must be <= \(limit), BLAS's 32-bit size limit")
+        }
+        let keyCount = s + n
+        _ = try checkedElementCount([n, keyCount], of: "score matrix [seq, sinks + seq]")
         let maskLayout = try mask.map {
             try MaskLayout.validate($0, batch: batch, heads: h, queryCount: n, sinkCount: s)
         }
-        let rows = batch * n  // x.count fits Int, so this does too
-        for (name, value) in [("batch · seq", rows), ("sinks + seq", s + n)]
-        where value > AttentionLimits.maxDimension {
-            throw AttentionError.sizeLimitExceeded(
-                "\(name) (\(value)) must be <= \(AttentionLimits.maxDimension), BLAS's 32-bit size limit")
-        }
-        _ = try checkedElementCount([n, s + n], of: "score matrix [seq, sinks + seq]")
         guard rows > 0 else { return Tensor(zeros: [batch, n, d]) }
 
         let dropout: DropoutMask? = training && config.dropout > 0
@@ -181,7 +195,9 @@ public struct MultiHeadAttention: Sendable {
                 isCausal: config.isCausal, scale: scale, dropout: dropout,
                 context: context.baseAddress!)
             switch kernel ?? (config.useFlashAttention ? .flash : .reference) {
-            case .flash, .reference:
+            case .flash:
+                FlashAttention.run(problem, blockSizes: flashBlockSizes, workers: kernelWorkerCount)
+            case .reference:
                 ReferenceAttention.run(problem)
             }
         }}}}}}}

@@ -1,0 +1,88 @@
+/// The attention kernel alone, without projections, RoPE or sinks:
+///
+///     out[b, i, h] = Σ_j softmax_j(scale · q[b, i, h] · k[b, j, kv]ᵀ + mask[b, h, i, j]) · v[b, j, kv]
+///
+/// with `kv = h / (nHeads / numKVHeads)`: keys and values are not pre-tiled for grouped-query
+/// attention.
+///
+/// - Parameters:
+///   - queries: `[batch, seq, nHeads · headDim]` (heads are column slices, as a projection
+///     writes them).
+///   - keys, values: `[batch, seq, numKVHeads · headDim]`.
+///   - nHeads: query heads; `numKVHeads` must divide it.
+///   - scale: defaults to `1/√headDim`.
+///   - isCausal: query `i` sees keys `j <= i`.
+///   - mask: additive, `[seq, seq]` or `[batch or 1, 1 or nHeads, seq, seq]`; NaN and `+∞`
+///     are rejected.
+///   - kernel: `.flash` (default) or `.reference`.
+///   - workers: flash-kernel workers, `nil` for one per active processor.
+/// - Returns: `[batch, seq, nHeads · headDim]`; a query that sees no key gets zeros.
+public func scaledDotProductAttention(
+    queries: Tensor, keys: Tensor, values: Tensor, nHeads: Int, numKVHeads: Int,
+    scale: Float? = nil, isCausal: Bool = false, mask: Tensor? = nil,
+    kernel: AttentionKernel = .flash, workers: Int? = nil
+) throws -> Tensor {
+    try scaledDotProductAttention(
+        queries: queries, keys: keys, values: values, nHeads: nHeads, numKVHeads: numKVHeads,
+        scale: scale, isCausal: isCausal, mask: mask, kernel: kernel, workers: workers,
+        blockSizes: nil)
+}
+
+func scaledDotProductAttention(
+    queries: Tensor, keys: Tensor, values: Tensor, nHeads: Int, numKVHeads: Int,
+    scale: Float?, isCausal: Bool, mask: Tensor?, kernel: AttentionKernel, workers: Int?,
+    blockSizes: FlashBlockSizes?
+) throws -> Tensor {
+    func fail(_ message: String) -> AttentionError { .invalidInput(message) }
+    guard nHeads > 0 else { throw fail("nHeads (\(nHeads)) must be > 0") }
+    guard numKVHeads > 0, nHeads % numKVHeads == 0 else {
+        throw fail("numKVHeads (\(numKVHeads)) must be > 0 and divide nHeads (\(nHeads))")
+    }
+    guard queries.rank == 3, queries.shape[2] % nHeads == 0, queries.shape[2] > 0 else {
+        throw fail("queries shape \(queries.shape) must be [batch, seq, nHeads · headDim] with nHeads \(nHeads)")
+    }
+    let batch = queries.shape[0], n = queries.shape[1], headDim = queries.shape[2] / nHeads
+    let kvShape = [batch, n, numKVHeads * headDim]
+    guard keys.shape == kvShape else { throw fail("keys shape \(keys.shape) must be \(kvShape)") }
+    guard values.shape == kvShape else { throw fail("values shape \(values.shape) must be \(kvShape)") }
+    if let scale, !scale.isFinite {
+        throw fail("scale (\(scale)) must be finite")
+    }
+    let layout = try mask.map {
+        try MaskLayout.validate($0, batch: batch, heads: nHeads, queryCount: n, sinkCount: 0)
+    }
+    guard batch * n <= AttentionLimits.maxDimension else {
+        throw AttentionError.sizeLimitExceeded(
+            "batch · seq (\(batch * n)) must be <= \(AttentionLimits.maxDimension), BLAS's 32-bit size limit")
+    }
+    _ = try checkedElementCount([n, n], of: "score matrix [seq, seq]")
+
+    var context = [Float](repeating: 0, count: queries.count)
+    guard batch * n > 0 else { return try Tensor(shape: queries.shape, scalars: context) }
+    let kvWidth = numKVHeads * headDim
+    queries.scalars.withUnsafeBufferPointer { q in
+    keys.scalars.withUnsafeBufferPointer { k in
+    values.scalars.withUnsafeBufferPointer { v in
+    (mask?.scalars ?? []).withUnsafeBufferPointer { m in
+    context.withUnsafeMutableBufferPointer { context in
+        let problem = AttentionProblem(
+            batch: batch, queryCount: n, nHeads: nHeads, numKVHeads: numKVHeads, headDim: headDim,
+            queries: q.baseAddress!, queryFirstPosition: 0,
+            segments: (0..<batch).map { b in
+                [KeyValueSegment(keys: k.baseAddress! + b * n * kvWidth, values: v.baseAddress! + b * n * kvWidth,
+                                 rowStride: kvWidth, rowCount: n, firstPosition: 0, isSink: false,
+                                 firstMaskColumn: 0)]
+            },
+            mask: layout.map {
+                AdditiveMask(scalars: m.baseAddress!, batchStride: $0.batchStride,
+                             headStride: $0.headStride, rowStride: $0.width)
+            },
+            isCausal: isCausal, scale: scale ?? 1 / Float(headDim).squareRoot(), dropout: nil,
+            context: context.baseAddress!)
+        switch kernel {
+        case .flash: FlashAttention.run(problem, blockSizes: blockSizes, workers: workers)
+        case .reference: ReferenceAttention.run(problem)
+        }
+    }}}}}
+    return try Tensor(shape: queries.shape, scalars: context)
+}
