@@ -5,6 +5,11 @@ let package = Package(
     name: "Attention",
     products: [
         .library(name: "Attention", targets: ["Attention"]),
+        .executable(name: "attention-bench", targets: ["attention-bench"]),
+    ],
+    dependencies: [
+        // The benchmark's command line only; the library depends on OpenBLAS and LAPACKE alone.
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     ],
     targets: [
         // OpenBLAS's CBLAS interface. Only `Sources/Attention/BLAS.swift` imports it.
@@ -22,6 +27,13 @@ let package = Package(
         .target(
             name: "Attention",
             dependencies: ["CBLAS", "CLAPACKE"]
+        ),
+        .executableTarget(
+            name: "attention-bench",
+            dependencies: [
+                "Attention",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
         ),
         .testTarget(
             name: "AttentionTests",

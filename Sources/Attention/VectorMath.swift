@@ -7,29 +7,29 @@ enum VectorMath {
     typealias Vector = SIMD16<Float>
     static let width = Vector.scalarCount
 
-    /// `eˣ` lane-wise, within 2 ulp of `expf` for `x` in `[−87.3, 88.7]`; exactly `0` below
-    /// `−87.3` (and for `−∞`), so hidden keys get exactly zero weight.
+    /// `2ˣ` lane-wise, within 3 ulp of `exp2f` for `x` in `[−126, 127]`; exactly `0` below
+    /// `−126` (and for `−∞`), so hidden keys get exactly zero weight.
     ///
-    /// `eˣ = 2ⁿ · eʳ` with `n = round(x·log₂e)` found by the 1.5·2²³ magic-number trick (round to
-    /// nearest with adds only), `r = x − n·ln 2` in two parts, and Cephes' degree-6 polynomial
-    /// for `eʳ` on `|r| ≤ ln2/2`. `2ⁿ` is assembled in the exponent bits.
+    /// `2ˣ = 2ⁿ · 2ᶠ` with `n = round(x)` found by the 1.5·2²³ magic-number trick (round to
+    /// nearest with adds only), `f = x − n` in `[−½, ½]`, and a degree-5 minimax polynomial for
+    /// `2ᶠ` (relative error 2.3e-7 in fp32 evaluation). `2ⁿ` is assembled in the exponent bits.
+    /// The kernel works in base 2 (scores pre-multiplied by log₂e), which saves the `x·log₂e`
+    /// range reduction of a natural exponential.
     @inline(__always)
-    static func exp(_ x: Vector) -> Vector {
+    static func exp2(_ x: Vector) -> Vector {
         let magic: Float = 12_582_912  // 1.5 · 2²³
-        let shifted = x * 1.442_695_04 + magic
-        let n = shifted - magic
-        let r = x - n * 0.693_359_375 - n * -2.121_944_4e-4
-        var p = 1.987_569_15e-4 * r + 1.398_199_95e-3
-        p = p * r + 8.333_451_9e-3
-        p = p * r + 4.166_579_59e-2
-        p = p * r + 1.666_666_55e-1
-        p = p * r + 5.000_000_12e-1
-        p = p * (r * r) + r + 1
+        let shifted = x + magic
+        let f = x - (shifted - magic)
+        var p = 1.327_647_13e-3 * f + 9.675_541_89e-3
+        p = p * f + 5.550_713_09e-2
+        p = p * f + 2.402_212_02e-1
+        p = p * f + 6.931_469_44e-1
+        p = p * f + 1.000_000_12
         // The low mantissa bits of `shifted` hold n + 0x40_0000; rebias to 127 and shift in place.
         let bits = unsafeBitCast(shifted, to: SIMD16<UInt32>.self)
         let powerOfTwo = unsafeBitCast((bits &- (0x4B40_0000 - 127)) &<< 23, to: Vector.self)
         var result = p * powerOfTwo
-        result.replace(with: 0, where: x .< -87.3)
+        result.replace(with: 0, where: x .< -126)
         return result
     }
 
@@ -43,26 +43,55 @@ enum VectorMath {
             best.replace(with: v, where: v .> best)
             j += width
         }
-        return best.max()
+        return horizontalMaximum(best)
     }
 
-    /// `row[j] = e^(row[j] − shift)` in place and their sum; `count` a multiple of ``width``.
+    /// Largest lane, by halving (vector ops) rather than a 16-step scalar loop.
+    @inline(__always)
+    static func horizontalMaximum(_ v: Vector) -> Float {
+        var half8 = v.lowHalf
+        half8.replace(with: v.highHalf, where: v.highHalf .> half8)
+        var half4 = half8.lowHalf
+        half4.replace(with: half8.highHalf, where: half8.highHalf .> half4)
+        return max(max(half4[0], half4[1]), max(half4[2], half4[3]))
+    }
+
+    /// Sum of the lanes, by halving.
+    @inline(__always)
+    static func horizontalSum(_ v: Vector) -> Float {
+        let half8 = v.lowHalf + v.highHalf
+        let half4 = half8.lowHalf + half8.highHalf
+        return (half4[0] + half4[1]) + (half4[2] + half4[3])
+    }
+
+    /// `row[j] = 2^(row[j] − shift)` in place and their sum; `count` a multiple of ``width``.
     @inline(__always)
     static func exponentiateAndSum(_ row: UnsafeMutablePointer<Float>, count: Int, shift: Float) -> Float {
         var sum = Vector(repeating: 0)
         var j = 0
         while j < count {
-            let e = exp(Vector(UnsafeBufferPointer(start: row + j, count: width)) - shift)
+            let e = exp2(Vector(UnsafeBufferPointer(start: row + j, count: width)) - shift)
             UnsafeMutableRawPointer(row + j).storeBytes(of: e, as: Vector.self)
             sum += e
             j += width
         }
-        return sum.sum()
+        return horizontalSum(sum)
     }
 
-    /// `row[0..<count] *= factor`.
+    /// `target[0..<count] = source[0..<count] · factor`; `source` may equal `target`.
     @inline(__always)
-    static func scale(_ row: UnsafeMutablePointer<Float>, count: Int, by factor: Float) {
-        for j in 0..<count { row[j] *= factor }
+    static func scale(
+        _ source: UnsafePointer<Float>, count: Int, by factor: Float, into target: UnsafeMutablePointer<Float>
+    ) {
+        var j = 0
+        while j + width <= count {
+            let v = Vector(UnsafeBufferPointer(start: source + j, count: width)) * factor
+            UnsafeMutableRawPointer(target + j).storeBytes(of: v, as: Vector.self)
+            j += width
+        }
+        while j < count {
+            target[j] = source[j] * factor
+            j += 1
+        }
     }
 }

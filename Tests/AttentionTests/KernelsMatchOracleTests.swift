@@ -1,14 +1,16 @@
 import XCTest
 @testable import Attention
 
-/// The reference kernel (and the whole forward pass around it) against the float64 oracle over
-/// the foundation parameter matrix.
+/// Both kernels (and the whole forward pass around them) against the float64 oracle over the
+/// foundation parameter matrix: the reference kernel, the flash kernel with its automatic
+/// blocks, and the flash kernel forced to 8-query × 16-key blocks so that every sequence spans
+/// several blocks (partial last blocks, the causal diagonal crossing block boundaries).
 ///
 /// Tolerance, one for every case: max |y − y₆₄| ≤ 1e-5 · max(1, max |y₆₄|). fp32 sgemm over
 /// dModel ≤ 512 inputs accumulates relative error below 1e-6 (worst case measured over this
-/// matrix: 6.3e-7); a semantic slip (a wrong position, a sink hidden, a wrong kv head) moves
+/// matrix, for every kernel: 6.3e-7); a semantic slip (a wrong position, a sink hidden, a wrong kv head) moves
 /// outputs by 1e-2 or more.
-final class ReferenceMatchesOracleTests: XCTestCase {
+final class KernelsMatchOracleTests: XCTestCase {
     static let tolerance = 1e-5
 
     struct Case: CustomStringConvertible {
@@ -74,12 +76,17 @@ final class ReferenceMatchesOracleTests: XCTestCase {
         case .square: mask = paddingStyleMask(shape: [n, n], seed: seed)
         }
 
-        let output = try model.forward(x, mask: mask, training: false, dropoutSeed: nil, kernel: .reference)
         let expected = NaiveAttentionOracle.forward(model, x: x, mask: mask)
-        XCTAssertEqual(output.shape, [b, n, config.dModel], "\(testCase)")
-        let (error, scale) = maxErrorAndScale(output.scalars, expected)
-        XCTAssertLessThanOrEqual(error, Self.tolerance * max(1, scale),
-                                 "max error \(error) at scale \(scale): \(testCase)")
+        var smallBlocks = model
+        smallBlocks.flashBlockSizes = FlashBlockSizes(queryBlock: 8, keyBlock: 16)
+        for (name, layer, kernel) in [("reference", model, AttentionKernel.reference), ("flash", model, .flash),
+                                      ("flash 8×16 blocks", smallBlocks, .flash)] {
+            let output = try layer.forward(x, mask: mask, training: false, dropoutSeed: nil, kernel: kernel)
+            XCTAssertEqual(output.shape, [b, n, config.dModel], "\(name): \(testCase)")
+            let (error, scale) = maxErrorAndScale(output.scalars, expected)
+            XCTAssertLessThanOrEqual(error, Self.tolerance * max(1, scale),
+                                     "\(name): max error \(error) at scale \(scale): \(testCase)")
+        }
     }
 
     /// A mask mixing 0, finite biases in (−3, 3) and −∞ (about one entry in eight hidden).
@@ -100,7 +107,7 @@ final class ReferenceMatchesOracleTests: XCTestCase {
     }
 
     /// headDim 8: the full product of every axis (1,080 cases).
-    func testReferenceMatchesOracleHeadDim8FullMatrix() throws {
+    func testKernelsMatchOracleHeadDim8FullMatrix() throws {
         var seed: UInt64 = 1
         for heads in Self.headCounts {
             for seq in Self.seqs {
@@ -117,7 +124,7 @@ final class ReferenceMatchesOracleTests: XCTestCase {
 
     /// headDim 64: every semantic combination once, the shapes (heads × seq × batch) assigned
     /// round-robin so each shape meets several combinations.
-    func testReferenceMatchesOracleHeadDim64() throws {
+    func testKernelsMatchOracleHeadDim64() throws {
         let shapes = Self.headCounts.flatMap { heads in
             Self.seqs.flatMap { seq in Self.batches.map { (heads, seq, $0) } }
         }
