@@ -68,10 +68,10 @@ public enum BLAS {
     ///   - m, n, k: `op(A)` is `[m, k]`, `op(B)` is `[k, n]`, `C` is `[m, n]`.
     ///   - lda, ldb, ldc: row strides in elements, so a column slice of a wider matrix
     ///     (one head of `[seq, nHeads * headDim]`) is read in place.
-    /// - Note: callers guarantee every size and stride fits OpenBLAS's 32-bit `blasint`;
+    /// - Note: callers guarantee every size and stride fits OpenBLAS's 32-bit `blasint`
     ///   `MultiHeadAttention` checks its inputs against ``AttentionLimits`` before calling.
     @inline(__always)
-    static func gemm(
+    public static func gemm(
         transposeA: Bool = false, transposeB: Bool = false,
         m: Int, n: Int, k: Int,
         alpha: Float = 1,
