@@ -68,10 +68,10 @@ public enum BLAS {
     ///   - m, n, k: `op(A)` is `[m, k]`, `op(B)` is `[k, n]`, `C` is `[m, n]`.
     ///   - lda, ldb, ldc: row strides in elements, so a column slice of a wider matrix
     ///     (one head of `[seq, nHeads * headDim]`) is read in place.
-    /// - Note: callers guarantee every size and stride fits OpenBLAS's 32-bit `blasint`
+    /// - Note: callers guarantee every size and stride fits OpenBLAS's 32-bit `blasint`;
     ///   `MultiHeadAttention` checks its inputs against ``AttentionLimits`` before calling.
     @inline(__always)
-    public static func gemm(
+    static func gemm(
         transposeA: Bool = false, transposeB: Bool = false,
         m: Int, n: Int, k: Int,
         alpha: Float = 1,
@@ -88,5 +88,55 @@ public enum BLAS {
             Int32(m), Int32(n), Int32(k),
             alpha, a, Int32(lda), b, Int32(ldb),
             beta, c, Int32(ldc))
+    }
+
+    /// Checked single-precision GEMM for callers outside the library (the benchmark measures
+    /// the sgemm rate through it): `C = alpha · op(A) · op(B) + beta · C`, row-major.
+    ///
+    /// - Parameters:
+    ///   - m, n, k: `op(A)` is `[m, k]`, `op(B)` is `[k, n]`, `C` is `[m, n]`.
+    ///   - a, b, c: row-major buffers with row strides `lda`, `ldb`, `ldc`.
+    /// - Throws: ``AttentionError/invalidInput(_:)`` when a size is negative, a stride is
+    ///   shorter than its row, a size exceeds ``AttentionLimits/maxDimension``, or a buffer is
+    ///   too small for the rows it must hold; nothing is written then.
+    public static func sgemm(
+        transposeA: Bool = false, transposeB: Bool = false,
+        m: Int, n: Int, k: Int, alpha: Float = 1,
+        a: UnsafeBufferPointer<Float>, lda: Int,
+        b: UnsafeBufferPointer<Float>, ldb: Int,
+        beta: Float = 0,
+        c: UnsafeMutableBufferPointer<Float>, ldc: Int
+    ) throws {
+        let limit = AttentionLimits.maxDimension
+        for (name, value) in [("m", m), ("n", n), ("k", k), ("lda", lda), ("ldb", ldb), ("ldc", ldc)]
+        where value < 0 || value > limit {
+            throw AttentionError.invalidInput("sgemm \(name) (\(value)) must be in 0...\(limit)")
+        }
+        // (rows, columns) of A, B and C as stored.
+        let shapes = [("a", transposeA ? (k, m) : (m, k), lda, a.count),
+                      ("b", transposeB ? (n, k) : (k, n), ldb, b.count),
+                      ("c", (m, n), ldc, c.count)]
+        for (name, (rows, columns), stride, count) in shapes {
+            guard stride >= max(1, columns) else {
+                throw AttentionError.invalidInput(
+                    "sgemm ld\(name) (\(stride)) must be >= the \(columns) columns of \(name)")
+            }
+            let needed = rows == 0 ? 0 : (rows - 1) * stride + columns
+            guard count >= needed else {
+                throw AttentionError.invalidInput(
+                    "sgemm \(name) holds \(count) elements; [\(rows), \(columns)] with stride \(stride) needs \(needed)")
+            }
+        }
+        guard m > 0, n > 0 else { return }
+        guard k > 0 else {
+            // op(A)·op(B) is empty: C = beta · C (A and B may be empty buffers).
+            for row in 0..<m {
+                for column in 0..<n { c[row * ldc + column] = beta == 0 ? 0 : beta * c[row * ldc + column] }
+            }
+            return
+        }
+        gemm(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha,
+             a: a.baseAddress!, lda: lda, b: b.baseAddress!, ldb: ldb, beta: beta,
+             c: c.baseAddress!, ldc: ldc)
     }
 }
