@@ -36,43 +36,100 @@ struct AdditiveMask: @unchecked Sendable {
     }
 }
 
-/// Everything an attention kernel reads and writes for one `forward` call, post projection
-/// and post RoPE.
+/// Everything an attention kernel reads and writes for one call, post projection and post RoPE.
 ///
 ///     context[b, i, h] = Σ_j P[b, h, i, j] · V[b, j, h / groupSize]
 ///     P[b, h, i, :] = dropout(softmax(scale · Q[b, i, h] · K[b, :, h / groupSize]ᵀ + mask[b, h, i, :]))
 ///
-/// with keys `j` running over every segment of `segments[b]` in order, causal masking by
-/// position, and a row that sees no key left as zeros.
+/// with keys `j` running over every segment of `segments[b]` in order. Visibility is by RoPE
+/// position (``visibleTokenPositions(forQueryAt:)``); sinks are always visible. A row that sees
+/// no key, and a padding row `i >= queryCounts[b]`, is left as zeros.
 ///
 /// `@unchecked Sendable`: the pointers stay valid for the whole kernel call, inputs are only
 /// read, and parallel workers write disjoint (batch, head, query block) slices of `context`.
 struct AttentionProblem: @unchecked Sendable {
     var batch: Int
+    /// Query rows per batch row (the padded length when rows differ).
     var queryCount: Int
     var nHeads: Int
     var numKVHeads: Int
     var headDim: Int
     /// `[batch, queryCount, nHeads * headDim]`, rows contiguous.
     var queries: UnsafePointer<Float>
-    /// RoPE position of query row 0 (every batch row starts at the same position).
-    var queryFirstPosition: Int
+    /// RoPE position of query row 0 of each batch row; row `i` sits at `first + i`.
+    var queryFirstPositions: [Int]
+    /// Real (unpadded) query rows of each batch row; rows past it are padding and get zeros.
+    var queryCounts: [Int]
     /// `segments[b]`: the keys and values batch row `b` attends over.
     var segments: [[KeyValueSegment]]
     var mask: AdditiveMask?
     var isCausal: Bool
+    /// Sliding window: a query at position `p` sees token keys at positions `> p − window`.
+    var window: Int?
     var scale: Float
     var dropout: DropoutMask?
     /// `[batch, queryCount, nHeads * headDim]`, fully overwritten.
     var context: UnsafeMutablePointer<Float>
 
+    /// A problem whose batch rows all start at `queryFirstPosition` with `queryCount` real rows.
+    init(
+        batch: Int, queryCount: Int, nHeads: Int, numKVHeads: Int, headDim: Int,
+        queries: UnsafePointer<Float>, queryFirstPosition: Int, segments: [[KeyValueSegment]],
+        mask: AdditiveMask?, isCausal: Bool, window: Int? = nil, scale: Float, dropout: DropoutMask?,
+        context: UnsafeMutablePointer<Float>
+    ) {
+        self.init(batch: batch, queryCount: queryCount, nHeads: nHeads, numKVHeads: numKVHeads,
+                  headDim: headDim, queries: queries,
+                  queryFirstPositions: Array(repeating: queryFirstPosition, count: batch),
+                  queryCounts: Array(repeating: queryCount, count: batch), segments: segments,
+                  mask: mask, isCausal: isCausal, window: window, scale: scale, dropout: dropout,
+                  context: context)
+    }
+
+    init(
+        batch: Int, queryCount: Int, nHeads: Int, numKVHeads: Int, headDim: Int,
+        queries: UnsafePointer<Float>, queryFirstPositions: [Int], queryCounts: [Int],
+        segments: [[KeyValueSegment]], mask: AdditiveMask?, isCausal: Bool, window: Int?,
+        scale: Float, dropout: DropoutMask?, context: UnsafeMutablePointer<Float>
+    ) {
+        self.batch = batch
+        self.queryCount = queryCount
+        self.nHeads = nHeads
+        self.numKVHeads = numKVHeads
+        self.headDim = headDim
+        self.queries = queries
+        self.queryFirstPositions = queryFirstPositions
+        self.queryCounts = queryCounts
+        self.segments = segments
+        self.mask = mask
+        self.isCausal = isCausal
+        self.window = window
+        self.scale = scale
+        self.dropout = dropout
+        self.context = context
+    }
+
     var queryRowStride: Int { nHeads * headDim }
     var groupSize: Int { nHeads / numKVHeads }
 
-    /// Whether key position `keyPosition` of `segment` is hidden from the query at
-    /// `queryPosition` by the causal rule.
+    /// Token-key positions a query at `queryPosition` may see: the causal rule hides later
+    /// positions, the sliding window positions `<= queryPosition − window`. Sinks are exempt
+    /// from both.
+    ///
+    /// Unbounded sides are ±2⁶², far past any position (positions fit 32 bits), so callers can
+    /// subtract positions from the bounds without overflow.
     @inline(__always)
-    func isCausallyHidden(_ segment: KeyValueSegment, keyPosition: Int, queryPosition: Int) -> Bool {
-        isCausal && !segment.isSink && keyPosition > queryPosition
+    func visibleTokenPositions(forQueryAt queryPosition: Int) -> ClosedRange<Int> {
+        let unbounded = 1 << 62
+        let lowest = window.map { queryPosition - $0 + 1 } ?? -unbounded
+        let highest = isCausal ? queryPosition : unbounded
+        return lowest...max(lowest, highest)
+    }
+
+    /// Whether key position `keyPosition` of `segment` is hidden from the query at
+    /// `queryPosition` by the causal or window rule.
+    @inline(__always)
+    func isHidden(_ segment: KeyValueSegment, keyPosition: Int, queryPosition: Int) -> Bool {
+        !segment.isSink && !visibleTokenPositions(forQueryAt: queryPosition).contains(keyPosition)
     }
 }

@@ -29,51 +29,96 @@ struct FlashBlockSizes: Sendable, Equatable {
     }
 }
 
+/// How the flash kernel splits the keys of one (batch row, head) across workers.
+public enum KeySplit: Sendable, Hashable {
+    /// Split only when a few queries (decoding) leave workers idle: see
+    /// `FlashAttention.automaticKeyChunks`.
+    case automatic
+    /// Never split: one work item per (batch row, head, query block).
+    case never
+    /// Split every (batch row, head) into this many key chunks (clamped to the key count).
+    case chunks(Int)
+}
+
 /// The blocked online-softmax ("flash") kernel: same math as `ReferenceAttention`, O(N) extra
 /// memory.
 ///
 /// Work items are (batch row, head, query block); workers take them from a shared counter,
-/// heaviest first. For one item, with `Q` its `[bq, D]` query rows and `O` an accumulator:
+/// heaviest first. For one item, with `Q` its `[bq, D]` query rows and `O` an accumulator, in
+/// base 2 (scores pre-multiplied by log₂e, so the exponential needs no range-reduction multiply):
 ///
-///     for each key block K_j, V_j (sinks first, then tokens; causal: stop above the diagonal)
-///         S = scale · Q · K_jᵀ                                   (sgemm, read in place)
-///         S += mask;  S = −∞ where the causal rule hides a key
-///         m' = max(m, rowmax S);  P = e^(S − m');  l' = l·e^(m − m') + rowsum P
-///         O = O·e^(m − m') + dropout(P) · V_j                    (sgemm, beta = 1)
+///     for each key block K_j, V_j (sinks first, then tokens; blocks nobody may see are skipped)
+///         S = scale·log₂e · Q · K_jᵀ                              (sgemm, read in place)
+///         S += log₂e · mask;  S = −∞ where the causal or window rule hides a key
+///         m' = max(m, rowmax S);  P = 2^(S − m');  l' = l·2^(m − m') + rowsum P
+///         O = O·2^(m − m') + dropout(P) · V_j                     (sgemm, beta = 1)
 ///     context = O / l   (rows with l = 0 saw nothing: zeros)
+///
+/// Split-KV (decoding): with few queries, an item may cover one chunk of the keys instead; it
+/// leaves its partial `(m, l, O)` and a merge combines the chunks of a row:
+/// `M = max_c m_c`, `L = Σ_c l_c·2^(m_c − M)`, `context = Σ_c O_c·2^(m_c − M) / L`.
 ///
 /// Scratch per worker: `S` `[bq, bk]`, `O` `[bq, D]`, `m`, `l`: O(workers · bq · bk),
 /// independent of the sequence length. The block sgemms run with one OpenBLAS thread.
 /// Every item is computed the same way whichever worker takes it, so results are bitwise
 /// identical for any worker count.
 enum FlashAttention {
-    static func run(_ problem: AttentionProblem, blockSizes: FlashBlockSizes? = nil, workers: Int? = nil) {
+    static func run(
+        _ problem: AttentionProblem, blockSizes: FlashBlockSizes? = nil, workers: Int? = nil,
+        keySplit: KeySplit = .automatic
+    ) {
         let n = problem.queryCount
         guard n > 0, problem.batch > 0 else { return }
-        let maxKeys = problem.segments.map { $0.reduce(0) { $0 + $1.rowCount } }.max() ?? 0
+        let keyCounts = problem.segments.map { $0.reduce(0) { $0 + $1.rowCount } }
+        let maxKeys = keyCounts.max() ?? 0
         let blocks = blockSizes ?? .automatic(queryCount: n, keyCount: maxKeys)
         let queryBlock = min(blocks.queryBlock, n)
         // Round the key block up to whole SIMD vectors; padded columns hold −∞.
         let keyBlock = roundUp(min(blocks.keyBlock, max(maxKeys, 1)), to: VectorMath.width)
         let queryBlocks = (n + queryBlock - 1) / queryBlock
-        let itemCount = problem.batch * problem.nHeads * queryBlocks
-        let workerCount = max(1, min(workers ?? defaultWorkerCount, itemCount))
+        let requestedWorkers = max(1, workers ?? defaultWorkerCount)
+        let chunks: Int
+        switch keySplit {
+        case .never: chunks = 1
+        case .chunks(let count): chunks = max(1, min(count, maxKeys))
+        case .automatic:
+            chunks = automaticKeyChunks(queryCount: n, keyCount: maxKeys, rowsAndHeads: problem.batch * problem.nHeads,
+                                        queryBlocks: queryBlocks, workers: requestedWorkers)
+        }
+        let itemCount = problem.batch * problem.nHeads * queryBlocks * chunks
+        let workerCount = min(requestedWorkers, itemCount)
+        let d = problem.headDim, ldq = problem.queryRowStride
+
+        // Split-KV partials: per item, m and l per row and O per row.
+        let partialStride = queryBlock * (d + 2)
+        let partials = chunks > 1 ? PartialResults(capacity: itemCount * partialStride) : nil
+        defer { partials?.base.deallocate() }
 
         BLAS.withSingleThreadedCalls {
             let next = Atomic<Int>(0)
             let body = { @Sendable (worker: Int) in
-                var scratch = Scratch(queryBlock: queryBlock, keyBlock: keyBlock, headDim: problem.headDim)
+                var scratch = Scratch(queryBlock: queryBlock, keyBlock: keyBlock, headDim: d)
                 defer { scratch.deallocate() }
                 while true {
                     let item = next.wrappingAdd(1, ordering: .relaxed).oldValue
                     guard item < itemCount else { return }
                     // Heaviest first: under the causal rule late query blocks see the most keys.
-                    let block = queryBlocks - 1 - item % queryBlocks
-                    let head = (item / queryBlocks) % problem.nHeads
-                    let batch = item / (queryBlocks * problem.nHeads)
+                    let chunk = item % chunks
+                    let block = queryBlocks - 1 - (item / chunks) % queryBlocks
+                    let head = (item / (chunks * queryBlocks)) % problem.nHeads
+                    let batch = item / (chunks * queryBlocks * problem.nHeads)
                     let first = block * queryBlock
-                    attend(problem, batch: batch, head: head, queries: first..<min(first + queryBlock, n),
-                           scratch: &scratch)
+                    let end = min(first + queryBlock, problem.queryCounts[batch])
+                    guard first < end else { continue }  // padding rows only
+                    let keys = keyCounts[batch]
+                    let keyRange = (keys * chunk / chunks)..<(keys * (chunk + 1) / chunks)
+                    let context = problem.context + (batch * n + first) * ldq + head * d
+                    attend(problem, batch: batch, head: head, queries: first..<end, keys: keyRange, scratch: &scratch)
+                    if let partials {
+                        scratch.store(rows: end - first, headDim: d, into: partials.base + item * partialStride)
+                    } else {
+                        scratch.normalize(rows: end - first, headDim: d, into: context, stride: ldq)
+                    }
                 }
             }
             if workerCount == 1 {
@@ -82,6 +127,30 @@ enum FlashAttention {
                 DispatchQueue.concurrentPerform(iterations: workerCount, execute: body)
             }
         }
+
+        if let partials {
+            merge(problem, partials: partials.base, partialStride: partialStride, chunks: chunks,
+                  queryBlock: queryBlock, queryBlocks: queryBlocks)
+        }
+        zeroPaddingRows(problem)
+    }
+
+    /// Key chunks per (batch row, head) when the caller leaves it to the kernel: split only for
+    /// at most 16 queries (decoding) when there are fewer than 4 work items per worker, into
+    /// chunks of at least 512 keys, enough to give every worker 4 items.
+    static func automaticKeyChunks(
+        queryCount: Int, keyCount: Int, rowsAndHeads: Int, queryBlocks: Int, workers: Int
+    ) -> Int {
+        let items = rowsAndHeads * queryBlocks
+        guard queryCount <= 16, items < 4 * workers else { return 1 }
+        let wanted = (4 * workers + items - 1) / items
+        return max(1, min(wanted, keyCount / 512))
+    }
+
+    /// Split-KV partial results, written by workers at disjoint item offsets.
+    struct PartialResults: @unchecked Sendable {
+        let base: UnsafeMutablePointer<Float>
+        init(capacity: Int) { base = .allocate(capacity: capacity) }
     }
 
     /// Workers used when the caller does not say: one per active processor.
@@ -92,7 +161,7 @@ enum FlashAttention {
         let keyBlock: Int
         let scores: UnsafeMutablePointer<Float>       // [queryBlock, keyBlock]
         let accumulator: UnsafeMutablePointer<Float>  // [queryBlock, headDim]
-        let rowMax: UnsafeMutablePointer<Float>       // [queryBlock]
+        let rowMax: UnsafeMutablePointer<Float>       // [queryBlock], base 2
         let rowSum: UnsafeMutablePointer<Float>       // [queryBlock]
 
         init(queryBlock: Int, keyBlock: Int, headDim: Int) {
@@ -109,18 +178,90 @@ enum FlashAttention {
             rowMax.deallocate()
             rowSum.deallocate()
         }
+
+        /// `context[i] = O[i] / l[i]`, or zeros for a row that saw nothing.
+        func normalize(rows: Int, headDim d: Int, into context: UnsafeMutablePointer<Float>, stride: Int) {
+            for i in 0..<rows {
+                let sum = rowSum[i]
+                if sum > 0 {
+                    VectorMath.scale(accumulator + i * d, count: d, by: 1 / sum, into: context + i * stride)
+                } else {
+                    (context + i * stride).update(repeating: 0, count: d)
+                }
+            }
+        }
+
+        /// Leaves `[m, l, O…]` per row for the split-KV merge.
+        func store(rows: Int, headDim d: Int, into partial: UnsafeMutablePointer<Float>) {
+            for i in 0..<rows {
+                let out = partial + i * (d + 2)
+                out[0] = rowMax[i]
+                out[1] = rowSum[i]
+                (out + 2).update(from: accumulator + i * d, count: d)
+            }
+        }
     }
 
-    /// One work item: query rows `queries` of head `head` in batch row `batch`.
+    /// Combines the key chunks of every (batch row, head, query block) into `context`.
+    private static func merge(
+        _ problem: AttentionProblem, partials: UnsafeMutablePointer<Float>, partialStride: Int, chunks: Int,
+        queryBlock: Int, queryBlocks: Int
+    ) {
+        let d = problem.headDim, ldq = problem.queryRowStride, n = problem.queryCount
+        let merged = UnsafeMutablePointer<Float>.allocate(capacity: d)
+        defer { merged.deallocate() }
+        for batch in 0..<problem.batch {
+            for head in 0..<problem.nHeads {
+                for block in 0..<queryBlocks {
+                    let first = block * queryBlock
+                    let rows = max(0, min(first + queryBlock, problem.queryCounts[batch]) - first)
+                    let firstItem = ((batch * problem.nHeads + head) * queryBlocks + (queryBlocks - 1 - block)) * chunks
+                    for i in 0..<rows {
+                        let parts = (0..<chunks).map { partials + (firstItem + $0) * partialStride + i * (d + 2) }
+                        let maximum = parts.reduce(-Float.infinity) { max($0, $1[0]) }
+                        let out = problem.context + (batch * n + first + i) * ldq + head * d
+                        guard maximum > -.infinity else {
+                            out.update(repeating: 0, count: d)
+                            continue
+                        }
+                        merged.update(repeating: 0, count: d)
+                        var sum: Float = 0
+                        for part in parts where part[0] > -.infinity {
+                            let weight = VectorMath.exp2(VectorMath.Vector(repeating: part[0] - maximum))[0]
+                            sum += part[1] * weight
+                            for e in 0..<d { merged[e] += part[2 + e] * weight }
+                        }
+                        VectorMath.scale(merged, count: d, by: 1 / sum, into: out)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Padding query rows (past `queryCounts[b]`) attend to nothing: zeros.
+    private static func zeroPaddingRows(_ problem: AttentionProblem) {
+        let width = problem.queryRowStride
+        for batch in 0..<problem.batch where problem.queryCounts[batch] < problem.queryCount {
+            let first = problem.context + (batch * problem.queryCount + problem.queryCounts[batch]) * width
+            first.update(repeating: 0, count: (problem.queryCount - problem.queryCounts[batch]) * width)
+        }
+    }
+
+    /// One work item: query rows `queries` of head `head` in batch row `batch`, over the keys at
+    /// indices `keys` of the row's segments taken in order. Leaves `O`, `m`, `l` in `scratch`.
     private static func attend(
-        _ problem: AttentionProblem, batch: Int, head: Int, queries: Range<Int>, scratch: inout Scratch
+        _ problem: AttentionProblem, batch: Int, head: Int, queries: Range<Int>, keys keyRange: Range<Int>,
+        scratch: inout Scratch
     ) {
         let d = problem.headDim, ldq = problem.queryRowStride, ldk = scratch.keyBlock
         let rows = queries.count
         let kvHead = head / problem.groupSize
         let q = problem.queries + (batch * problem.queryCount + queries.lowerBound) * ldq + head * d
-        let firstQueryPosition = problem.queryFirstPosition + queries.lowerBound
+        let firstQueryPosition = problem.queryFirstPositions[batch] + queries.lowerBound
         let lastQueryPosition = firstQueryPosition + rows - 1
+        // Token positions visible to the first and to the last row; rows in between lie between.
+        let firstVisible = problem.visibleTokenPositions(forQueryAt: firstQueryPosition)
+        let lastVisible = problem.visibleTokenPositions(forQueryAt: lastQueryPosition)
         let scores = scratch.scores, accumulator = scratch.accumulator
         let rowMax = scratch.rowMax, rowSum = scratch.rowSum
 
@@ -128,24 +269,40 @@ enum FlashAttention {
         rowMax.update(repeating: -.infinity, count: rows)
         rowSum.update(repeating: 0, count: rows)
 
+        var segmentOffset = 0  // index of the segment's first key in the row's key order
         for segment in problem.segments[batch] {
-            let causal = problem.isCausal && !segment.isSink
-            var start = 0
-            while start < segment.rowCount {
+            defer { segmentOffset += segment.rowCount }
+            let ruled = !segment.isSink
+            var start = max(0, keyRange.lowerBound - segmentOffset)
+            let end = min(segment.rowCount, keyRange.upperBound - segmentOffset)
+            while start < end {
                 let blockPosition = segment.firstPosition + start
-                // Keys of a causal segment only move further right: the rest is hidden.
-                if causal && blockPosition > lastQueryPosition { break }
-                var count = min(ldk, segment.rowCount - start)
-                // Rows above the first key of the block see none of it under the causal rule.
-                var firstRow = 0
-                if causal {
-                    firstRow = max(0, blockPosition - firstQueryPosition)
-                    // Past the block's last query nothing is visible; across the diagonal, step in
-                    // narrow blocks so the hidden triangle above it is skipped, not computed.
-                    count = min(count, lastQueryPosition - blockPosition + 1,
-                                max(firstQueryPosition - blockPosition, diagonalStep))
+                var count = min(ldk, end - start)
+                var firstRow = 0, endRow = rows
+                if ruled {
+                    // Keys only move right within a segment: past the last row's reach, stop.
+                    if blockPosition > lastVisible.upperBound { break }
+                    // Before the first row's window: skip ahead to where it opens.
+                    if blockPosition < firstVisible.lowerBound {
+                        start = min(end, start + (firstVisible.lowerBound - blockPosition))
+                        continue
+                    }
+                    // Rows above the block's first key see none of it under the causal rule;
+                    // rows whose window opens past the block's end see none of it either.
+                    firstRow = problem.isCausal ? max(0, blockPosition - firstQueryPosition) : 0
+                    if problem.isCausal {
+                        // Past the block's last query nothing is visible; across the diagonal,
+                        // step in narrow blocks so the hidden triangle above it is skipped.
+                        count = min(count, lastQueryPosition - blockPosition + 1,
+                                    max(firstQueryPosition - blockPosition, diagonalStep))
+                    }
+                    if let window = problem.window {
+                        endRow = min(rows, blockPosition + count - 1 + window - firstQueryPosition)
+                    }
                 }
-                let activeRows = rows - firstRow
+                defer { start += count }
+                guard firstRow < endRow else { continue }
+                let activeRows = endRow - firstRow
                 let padded = roundUp(count, to: VectorMath.width)
                 let keys = segment.keys + start * segment.rowStride + kvHead * d
                 let values = segment.values + start * segment.rowStride + kvHead * d
@@ -154,8 +311,7 @@ enum FlashAttention {
                           a: q + firstRow * ldq, lda: ldq, b: keys, ldb: segment.rowStride,
                           c: scores + firstRow * ldk, ldc: ldk)
 
-                let needsCausal = causal && blockPosition + count - 1 > firstQueryPosition
-                for i in firstRow..<rows {
+                for i in firstRow..<endRow {
                     let row = scores + i * ldk
                     let queryPosition = firstQueryPosition + i
                     if let mask = problem.mask, let firstColumn = segment.firstMaskColumn {
@@ -163,9 +319,16 @@ enum FlashAttention {
                             + firstColumn + start
                         for j in 0..<count { row[j] += maskRow[j] * log2e }
                     }
-                    // Visible keys are j <= queryPosition − blockPosition; the rest become −∞.
-                    let visible = needsCausal ? max(0, min(count, queryPosition - blockPosition + 1)) : count
-                    (row + visible).update(repeating: -.infinity, count: padded - visible)
+                    // Columns [visibleStart, visibleEnd) pass the causal and window rules; the
+                    // rest, and the SIMD padding, become −∞.
+                    var visibleStart = 0, visibleEnd = count
+                    if ruled {
+                        let visible = problem.visibleTokenPositions(forQueryAt: queryPosition)
+                        visibleStart = max(0, min(count, visible.lowerBound - blockPosition))
+                        visibleEnd = max(visibleStart, min(count, visible.upperBound - blockPosition + 1))
+                    }
+                    row.update(repeating: -.infinity, count: visibleStart)
+                    (row + visibleEnd).update(repeating: -.infinity, count: padded - visibleEnd)
 
                     let blockMax = VectorMath.maximum(row, count: padded)
                     let previousMax = rowMax[i]
@@ -197,18 +360,6 @@ enum FlashAttention {
                 BLAS.gemm(m: activeRows, n: d, k: count, a: scores + firstRow * ldk, lda: ldk,
                           b: values, ldb: segment.rowStride, beta: 1,
                           c: accumulator + firstRow * d, ldc: d)
-                start += count
-            }
-        }
-
-        let context = problem.context + (batch * problem.queryCount + queries.lowerBound) * ldq + head * d
-        for i in 0..<rows {
-            let out = context + i * ldq
-            let sum = rowSum[i]
-            if sum > 0 {
-                VectorMath.scale(accumulator + i * d, count: d, by: 1 / sum, into: out)
-            } else {
-                out.update(repeating: 0, count: d)
             }
         }
     }

@@ -6,7 +6,7 @@ import Foundation
 /// Per (batch row `b`, head `h`), with `K` and `V` the keys and values of every segment in order:
 ///
 ///     S = scale · Q_h · K_kvᵀ                 (sgemm per segment, read in place)
-///     S[i, j] += mask[i, j];  S[i, j] = −∞ where the causal rule hides key j from query i
+///     S[i, j] += mask[i, j];  S[i, j] = −∞ where the causal or window rule hides key j from query i
 ///     P[i, :] = softmax(S[i, :]), or zeros when every S[i, j] is −∞
 ///     P[i, j] *= dropout factor (0 or 1/(1−p))
 ///     context_h = P · V_kv                    (sgemm per segment, accumulated)
@@ -38,8 +38,14 @@ enum ReferenceAttention {
                         column += segment.rowCount
                     }
 
+                    let realRows = problem.queryCounts[b]
                     for i in 0..<n {
                         let row = scores + i * keyCount
+                        guard i < realRows else {
+                            // Padding query: attends to nothing.
+                            row.update(repeating: 0, count: keyCount)
+                            continue
+                        }
                         maskRow(row, batch: b, head: h, query: i, segments: segments, problem: problem)
                         softmaxRow(row, count: keyCount)
                         if let dropout = problem.dropout {
@@ -65,12 +71,12 @@ enum ReferenceAttention {
         }
     }
 
-    /// Adds the additive mask and applies the causal rule to one row of scores.
+    /// Adds the additive mask and applies the causal and window rules to one row of scores.
     private static func maskRow(
         _ row: UnsafeMutablePointer<Float>, batch: Int, head: Int, query: Int,
         segments: [KeyValueSegment], problem: AttentionProblem
     ) {
-        let queryPosition = problem.queryFirstPosition + query
+        let queryPosition = problem.queryFirstPositions[batch] + query
         let maskRow = problem.mask?.row(batch: batch, head: head, query: query)
         var column = 0
         for segment in segments {
@@ -78,8 +84,7 @@ enum ReferenceAttention {
                 if let maskRow, let first = segment.firstMaskColumn {
                     row[column + r] += maskRow[first + r]
                 }
-                if problem.isCausallyHidden(segment, keyPosition: segment.firstPosition + r,
-                                            queryPosition: queryPosition) {
+                if problem.isHidden(segment, keyPosition: segment.firstPosition + r, queryPosition: queryPosition) {
                     row[column + r] = -.infinity
                 }
             }
@@ -110,7 +115,7 @@ enum ReferenceAttention {
         segments: [KeyValueSegment], problem: AttentionProblem
     ) {
         let rowKey = dropout.rowKey(batch: batch, head: head,
-                                    queryPosition: problem.queryFirstPosition + query)
+                                    queryPosition: problem.queryFirstPositions[batch] + query)
         var column = 0
         for segment in segments {
             for r in 0..<segment.rowCount {
