@@ -50,6 +50,10 @@ public struct MultiHeadAttention: Sendable {
     /// Results are bitwise identical for every worker count.
     public var kernelWorkerCount: Int?
 
+    /// How the flash kernel splits a (batch row, head)'s keys across workers when only a few
+    /// queries run (decoding against a cache): ``KeySplit/automatic`` by default.
+    public var keySplit: KeySplit = .automatic
+
     /// Forces the flash kernel's block sizes (tests use small blocks to span many of them).
     var flashBlockSizes: FlashBlockSizes?
 
@@ -117,6 +121,21 @@ public struct MultiHeadAttention: Sendable {
         _ x: Tensor, mask: Tensor? = nil, training: Bool = false,
         dropoutSeed: UInt64?, kernel: AttentionKernel? = nil
     ) throws -> Tensor {
+        let (batch, n) = try validateInput(x, extraKeys: 0)
+        let maskLayout = try mask.map {
+            try MaskLayout.validate($0, batch: batch, heads: config.nHeads, queryCount: n, sinkCount: config.numSinks)
+        }
+        guard batch * n > 0 else { return Tensor(zeros: [batch, n, config.dModel]) }
+        return try run(
+            x, tokenOffsets: Array(repeating: 0, count: batch), tokenCounts: Array(repeating: n, count: batch),
+            mask: mask.map { ($0.scalars, maskLayout!) }, history: nil, window: nil,
+            training: training, dropoutSeed: dropoutSeed, kernel: kernel
+        ).output
+    }
+
+    /// Checks `x` is `[batch, seq, dModel]` and that `seq` plus `extraKeys` cached keys fit the
+    /// BLAS limits; returns `(batch, seq)`.
+    func validateInput(_ x: Tensor, extraKeys: Int) throws -> (batch: Int, seq: Int) {
         let d = config.dModel
         guard x.rank == 3 else {
             throw AttentionError.invalidInput(
@@ -126,50 +145,79 @@ public struct MultiHeadAttention: Sendable {
             throw AttentionError.invalidInput(
                 "x shape \(x.shape) must end in dModel (\(d)); got last dimension \(x.shape[2])")
         }
-        let batch = x.shape[0], n = x.shape[1]
-        let s = config.numSinks, h = config.nHeads, hkv = config.numKVHeads, hd = config.headDim
+        let batch = x.shape[0], n = x.shape[1], s = config.numSinks
         let rows = batch * n  // x.count fits Int and dModel >= 1, so this does too
         let limit = AttentionLimits.maxDimension
         guard rows <= limit else {
             throw AttentionError.sizeLimitExceeded(
                 "batch · seq (\(batch) · \(n)) must be <= \(limit), BLAS's 32-bit size limit")
         }
-        guard n <= limit - s else {
+        guard n <= limit - s - extraKeys else {
+            let terms = extraKeys == 0 ? ("sinks + seq", "\(s) + \(n)")
+                : ("sinks + cached + seq", "\(s) + \(extraKeys) + \(n)")
             throw AttentionError.sizeLimitExceeded(
-                "sinks + seq (\(s) + \(n)) must be <= \(limit), BLAS's 32-bit size limit")
+                "\(terms.0) (\(terms.1)) must be <= \(limit), BLAS's 32-bit size limit")
         }
-        let keyCount = s + n
-        _ = try checkedElementCount([n, keyCount], of: "score matrix [seq, sinks + seq]")
-        let maskLayout = try mask.map {
-            try MaskLayout.validate($0, batch: batch, heads: h, queryCount: n, sinkCount: s)
-        }
-        guard rows > 0 else { return Tensor(zeros: [batch, n, d]) }
+        _ = try checkedElementCount([n, s + extraKeys + n], of: "score matrix [seq, keys]")
+        return (batch, n)
+    }
 
+    /// Keys and values a chunk attends over besides its own tokens and the sinks: a KV cache.
+    struct KeyValueHistory {
+        /// `[batch, capacity, numKVHeads · headDim]` post-RoPE keys, and the values.
+        var keys: [Float]
+        var values: [Float]
+        /// Elements between batch rows: `capacity · numKVHeads · headDim`.
+        var batchStride: Int
+        /// Per batch row, the stored runs in position order (a ring buffer that wraps has two).
+        var spans: [[(slot: Int, count: Int, firstPosition: Int)]]
+    }
+
+    /// Projections → RoPE → attention kernel → output projection.
+    ///
+    /// Token `t` of batch row `b` sits at position `S + tokenOffsets[b] + t`; rows
+    /// `t >= tokenCounts[b]` are padding (never visible, zero output). Keys are the sinks, then
+    /// `history`, then this chunk's real tokens. Returns the output and this chunk's post-RoPE
+    /// keys and values (`[batch · seq, numKVHeads · headDim]`) for a cache to keep.
+    func run(
+        _ x: Tensor, tokenOffsets: [Int], tokenCounts: [Int], mask: ([Float], MaskLayout)?,
+        history: KeyValueHistory?, window: Int?, training: Bool, dropoutSeed: UInt64?, kernel: AttentionKernel?
+    ) throws -> (output: Tensor, keys: [Float], values: [Float]) {
+        let d = config.dModel, batch = x.shape[0], n = x.shape[1], rows = batch * n
+        let s = config.numSinks, h = config.nHeads, hkv = config.numKVHeads, hd = config.headDim
+        let kvWidth = hkv * hd
         let dropout: DropoutMask? = training && config.dropout > 0
             ? DropoutMask(probability: config.dropout,
                           seed: dropoutSeed ?? UInt64.random(in: .min ... .max))
             : nil
-        let rope = config.useRoPE ? RotaryEmbedding(config: config) : nil
-        let kvWidth = hkv * hd
 
         var queries = project(x.scalars, rows: rows, weight: qProj)
         var keys = project(x.scalars, rows: rows, weight: kProj)
         let values = project(x.scalars, rows: rows, weight: vProj)
         var sinkKeys = sinkStates.map { project($0.scalars, rows: s, weight: kProj) } ?? []
         let sinkValues = sinkStates.map { project($0.scalars, rows: s, weight: vProj) } ?? []
-        if let rope {
-            rope.apply(to: &queries, rows: rows, rowStride: d, headCount: h, sequenceLength: n, firstPosition: s)
-            rope.apply(to: &keys, rows: rows, rowStride: kvWidth, headCount: hkv, sequenceLength: n, firstPosition: s)
+        if config.useRoPE {
+            let rope = RotaryEmbedding(config: config)
+            for b in 0..<batch {
+                let position = s + tokenOffsets[b]
+                rope.apply(to: &queries[b * n * d], rows: n, rowStride: d, headCount: h,
+                           sequenceLength: n, firstPosition: position)
+                rope.apply(to: &keys[b * n * kvWidth], rows: n, rowStride: kvWidth, headCount: hkv,
+                           sequenceLength: n, firstPosition: position)
+            }
             rope.apply(to: &sinkKeys, rows: s, rowStride: kvWidth, headCount: hkv, sequenceLength: s, firstPosition: 0)
         }
 
         var context = [Float](repeating: 0, count: rows * d)
+        let coversSinks = mask?.1.coversSinks == true
         queries.withUnsafeBufferPointer { queries in
         keys.withUnsafeBufferPointer { keys in
         values.withUnsafeBufferPointer { values in
         sinkKeys.withUnsafeBufferPointer { sinkKeys in
         sinkValues.withUnsafeBufferPointer { sinkValues in
-        (mask?.scalars ?? []).withUnsafeBufferPointer { maskScalars in
+        (history?.keys ?? []).withUnsafeBufferPointer { historyKeys in
+        (history?.values ?? []).withUnsafeBufferPointer { historyValues in
+        (mask?.0 ?? []).withUnsafeBufferPointer { maskScalars in
         context.withUnsafeMutableBufferPointer { context in
             let segments = (0..<batch).map { b in
                 var list: [KeyValueSegment] = []
@@ -177,33 +225,43 @@ public struct MultiHeadAttention: Sendable {
                     list.append(KeyValueSegment(
                         keys: sinkKeys.baseAddress!, values: sinkValues.baseAddress!,
                         rowStride: kvWidth, rowCount: s, firstPosition: 0, isSink: true,
-                        firstMaskColumn: maskLayout?.coversSinks == true ? 0 : nil))
+                        firstMaskColumn: coversSinks ? 0 : nil))
+                }
+                if let history {
+                    for span in history.spans[b] where span.count > 0 {
+                        let offset = b * history.batchStride + span.slot * kvWidth
+                        list.append(KeyValueSegment(
+                            keys: historyKeys.baseAddress! + offset, values: historyValues.baseAddress! + offset,
+                            rowStride: kvWidth, rowCount: span.count, firstPosition: span.firstPosition,
+                            isSink: false, firstMaskColumn: nil))
+                    }
                 }
                 list.append(KeyValueSegment(
                     keys: keys.baseAddress! + b * n * kvWidth, values: values.baseAddress! + b * n * kvWidth,
-                    rowStride: kvWidth, rowCount: n, firstPosition: s, isSink: false,
-                    firstMaskColumn: maskLayout?.coversSinks == true ? s : 0))
+                    rowStride: kvWidth, rowCount: tokenCounts[b], firstPosition: s + tokenOffsets[b], isSink: false,
+                    firstMaskColumn: coversSinks ? s : 0))
                 return list
             }
             let problem = AttentionProblem(
                 batch: batch, queryCount: n, nHeads: h, numKVHeads: hkv, headDim: hd,
-                queries: queries.baseAddress!, queryFirstPosition: s, segments: segments,
-                mask: maskLayout.map {
-                    AdditiveMask(scalars: maskScalars.baseAddress!, batchStride: $0.batchStride,
-                                 headStride: $0.headStride, rowStride: $0.width)
+                queries: queries.baseAddress!, queryFirstPositions: tokenOffsets.map { s + $0 },
+                queryCounts: tokenCounts, segments: segments,
+                mask: mask.map {
+                    AdditiveMask(scalars: maskScalars.baseAddress!, batchStride: $0.1.batchStride,
+                                 headStride: $0.1.headStride, rowStride: $0.1.width)
                 },
-                isCausal: config.isCausal, scale: scale, dropout: dropout,
+                isCausal: config.isCausal, window: window, scale: scale, dropout: dropout,
                 context: context.baseAddress!)
             switch kernel ?? (config.useFlashAttention ? .flash : .reference) {
             case .flash:
-                FlashAttention.run(problem, blockSizes: flashBlockSizes, workers: kernelWorkerCount)
+                FlashAttention.run(problem, blockSizes: flashBlockSizes, workers: kernelWorkerCount, keySplit: keySplit)
             case .reference:
                 ReferenceAttention.run(problem)
             }
-        }}}}}}}
+        }}}}}}}}}
 
         let output = project(context, rows: rows, weight: outProj)
-        return try Tensor(shape: [batch, n, d], scalars: output)
+        return (try Tensor(shape: [batch, n, d], scalars: output), keys, values)
     }
 
     /// `input · weightᵀ` for `rows` rows of `weight.shape[1]` inputs.

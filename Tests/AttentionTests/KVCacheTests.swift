@@ -1,0 +1,251 @@
+import XCTest
+@testable import Attention
+
+/// Incremental decoding against the full forward pass it must reproduce.
+///
+/// Tolerance, as for flash vs reference: max |Δ| ≤ 1e-5 · max(1, max |full|). Cached and full
+/// runs differ only in how the kernels block and sum the same scores.
+final class KVCacheTests: XCTestCase {
+    static let tolerance: Float = 1e-5
+
+    func layer(gqa: Bool = true, sinks: Int = 3, dropout: Float = 0, seed: UInt64 = 1) throws -> MultiHeadAttention {
+        let config = try AttentionConfig(dModel: 48, nHeads: 6, useAttentionSinks: sinks > 0,
+                                         numAttentionSinks: max(sinks, 1), useGQA: gqa, gqaGroups: 2,
+                                         dropout: dropout)
+        var model = try MultiHeadAttention(config: config, seed: seed)
+        if sinks > 0 {
+            try model.setWeight(randomTensor([sinks, 48], seed: seed ^ 0x51), for: .sinkStates)
+        }
+        return model
+    }
+
+    /// Rows `range` of `[batch, seq, d]` `x`.
+    func tokens(_ x: Tensor, _ range: Range<Int>) -> Tensor {
+        let (batch, seq, d) = (x.shape[0], x.shape[1], x.shape[2])
+        var scalars: [Float] = []
+        for b in 0..<batch {
+            scalars += x.scalars[((b * seq + range.lowerBound) * d)..<((b * seq + range.upperBound) * d)]
+        }
+        return try! Tensor(shape: [batch, range.count, d], scalars: scalars)
+    }
+
+    func assertClose(_ actual: Tensor, _ expected: Tensor, _ message: String,
+                     file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(actual.shape, expected.shape, message, file: file, line: line)
+        let scale = expected.scalars.map(abs).max() ?? 0
+        let error = zip(actual.scalars, expected.scalars).map { abs($0 - $1) }.max() ?? 0
+        XCTAssertLessThanOrEqual(error, Self.tolerance * max(1, scale),
+                                 "max error \(error) at scale \(scale): \(message)", file: file, line: line)
+    }
+
+    /// Runs `x` through `cache` in chunks of the given sizes and concatenates the outputs.
+    func decode(_ model: MultiHeadAttention, _ x: Tensor, chunks: [Int], cache: inout KVCache,
+                kernel: AttentionKernel, training: Bool = false) throws -> Tensor {
+        var outputs: [Tensor] = []
+        var start = 0
+        for size in chunks {
+            outputs.append(try model.forward(tokens(x, start..<(start + size)), cache: &cache, training: training,
+                                             dropoutSeed: 77, kernel: kernel))
+            start += size
+        }
+        XCTAssertEqual(start, x.shape[1])
+        let (batch, d) = (x.shape[0], x.shape[2])
+        var scalars: [Float] = []
+        for b in 0..<batch {
+            for output in outputs {
+                let n = output.shape[1]
+                scalars += output.scalars[(b * n * d)..<((b + 1) * n * d)]
+            }
+        }
+        return try Tensor(shape: [batch, start, d], scalars: scalars)
+    }
+
+    func testPrefillThenDecodeEqualsOneFullForward() throws {
+        let model = try layer()
+        let x = randomTensor([2, 40, 48], seed: 3, amplitude: 2)
+        for kernel in AttentionKernel.allCases {
+            let full = try model.forward(x, mask: nil, training: false, dropoutSeed: nil, kernel: kernel)
+            for chunks in [[13] + Array(repeating: 1, count: 27), [5, 5, 5, 5, 20], [1, 39], [40]] {
+                var cache = try KVCache(config: model.config, batch: 2, capacity: 64)
+                let cached = try decode(model, x, chunks: chunks, cache: &cache, kernel: kernel)
+                assertClose(cached, full, "\(kernel), chunks \(chunks)")
+                XCTAssertEqual(cache.lengths, [40, 40])
+            }
+        }
+    }
+
+    func testDecodeWithoutSinksOrGQAEqualsOneFullForward() throws {
+        let model = try layer(gqa: false, sinks: 0)
+        let x = randomTensor([1, 25, 48], seed: 4, amplitude: 2)
+        let full = try model.forward(x)
+        var cache = try KVCache(config: model.config, batch: 1, capacity: 25)
+        let cached = try decode(model, x, chunks: [10] + Array(repeating: 1, count: 15), cache: &cache, kernel: .flash)
+        assertClose(cached, full, "no sinks, no GQA")
+    }
+
+    func testDropoutThroughTheCacheDrawsTheFullForwardBits() throws {
+        let model = try layer(dropout: 0.3)
+        let x = randomTensor([1, 24, 48], seed: 5)
+        let full = try model.forward(x, mask: nil, training: true, dropoutSeed: 77, kernel: .reference)
+        var cache = try KVCache(config: model.config, batch: 1, capacity: 24)
+        let cached = try decode(model, x, chunks: [8, 1, 1, 14], cache: &cache, kernel: .flash, training: true)
+        assertClose(cached, full, "dropout keyed by positions")
+    }
+
+    /// StreamingLLM: a window of W equals the full forward under the mask that hides token keys
+    /// `j <= i − W` (sinks stay visible), while the cache holds only W tokens.
+    func testSlidingWindowEqualsFullForwardUnderTheBandMask() throws {
+        let model = try layer()
+        let n = 37
+        let x = randomTensor([2, n, 48], seed: 6, amplitude: 2)
+        for window in [1, 4, 8] {
+            let band = try Tensor(shape: [n, n], scalars: (0..<(n * n)).map { index in
+                index / n - index % n >= window ? -.infinity : 0
+            })
+            for kernel in AttentionKernel.allCases {
+                let full = try model.forward(x, mask: band, training: false, dropoutSeed: nil, kernel: kernel)
+                for chunks in [[5] + Array(repeating: 1, count: 32), [3, 11, 2, 21], [n]] {
+                    var cache = try KVCache(config: model.config, batch: 2, window: window)
+                    let bytes = cache.byteCount
+                    let cached = try decode(model, x, chunks: chunks, cache: &cache, kernel: kernel)
+                    assertClose(cached, full, "window \(window), \(kernel), chunks \(chunks)")
+                    XCTAssertEqual(cache.byteCount, bytes, "the ring never grows")
+                    XCTAssertEqual(cache.capacity, window)
+                    XCTAssertEqual(cache.storedCount(row: 0), min(n, window))
+                }
+            }
+        }
+    }
+
+    /// Right-padded rows of different lengths: each row equals a batch-1 run of its real tokens,
+    /// padded rows are zeros, and decoding continues from each row's own length.
+    func testPaddedRowsOfDifferentLengthsNeverSeePaddingKeys() throws {
+        let model = try layer()
+        let x = randomTensor([3, 9, 48], seed: 7, amplitude: 2)
+        let lengths = [9, 4, 0]
+        let next = randomTensor([3, 1, 48], seed: 8, amplitude: 2)
+        for kernel in AttentionKernel.allCases {
+            var cache = try KVCache(config: model.config, batch: 3, capacity: 16)
+            let prefill = try model.forward(x, cache: &cache, lengths: lengths, kernel: kernel)
+            let step = try model.forward(next, cache: &cache, kernel: kernel)
+            XCTAssertEqual(cache.lengths, [10, 5, 1])
+            for b in 0..<3 {
+                let row = try Tensor(shape: [1, lengths[b], 48],
+                                     scalars: Array(x.scalars[(b * 9 * 48)..<((b * 9 + lengths[b]) * 48)]))
+                let sequence = try Tensor(shape: [1, lengths[b] + 1, 48],
+                                          scalars: row.scalars + next.scalars[(b * 48)..<((b + 1) * 48)])
+                let alone = try model.forward(sequence, mask: nil, training: false, dropoutSeed: nil, kernel: kernel)
+                let prefillRow = Array(prefill.scalars[(b * 9 * 48)..<((b + 1) * 9 * 48)])
+                assertClose(try Tensor(shape: [1, lengths[b], 48], scalars: Array(prefillRow.prefix(lengths[b] * 48))),
+                            tokens(alone, 0..<lengths[b]), "prefill row \(b), \(kernel)")
+                XCTAssertTrue(prefillRow.dropFirst(lengths[b] * 48).allSatisfy { $0 == 0 }, "padding rows are zeros")
+                assertClose(try Tensor(shape: [1, 1, 48], scalars: Array(step.scalars[(b * 48)..<((b + 1) * 48)])),
+                            tokens(alone, lengths[b]..<(lengths[b] + 1)), "decode row \(b), \(kernel)")
+            }
+        }
+    }
+
+    func testSplitKVDecodeEqualsTheUnsplitKernel() throws {
+        var model = try layer()
+        let x = randomTensor([1, 300, 48], seed: 9, amplitude: 2)
+        var prefilled = try KVCache(config: model.config, batch: 1, capacity: 320)
+        _ = try model.forward(tokens(x, 0..<290), cache: &prefilled)
+        let steps = tokens(x, 290..<300)
+        var outputs: [KeySplit: Tensor] = [:]
+        for split in [KeySplit.never, .chunks(2), .chunks(7), .chunks(1000)] {
+            model.keySplit = split
+            for workers in [1, 3] {
+                model.kernelWorkerCount = workers
+                var cache = prefilled
+                let output = try decode(model, steps, chunks: [1, 1, 3, 5], cache: &cache, kernel: .flash)
+                if let previous = outputs[split] {
+                    XCTAssertEqual(previous, output, "\(split): workers must not change the bits")
+                }
+                outputs[split] = output
+            }
+        }
+        var cache = prefilled
+        let reference = try decode(model, steps, chunks: [1, 1, 3, 5], cache: &cache, kernel: .reference)
+        for (split, output) in outputs {
+            assertClose(output, reference, "\(split)")
+        }
+    }
+
+    func testAutomaticKeySplitEngagesOnlyForFewQueriesAndIdleWorkers() {
+        XCTAssertEqual(FlashAttention.automaticKeyChunks(queryCount: 1, keyCount: 4096, rowsAndHeads: 2,
+                                                         queryBlocks: 1, workers: 4), 8)
+        XCTAssertEqual(FlashAttention.automaticKeyChunks(queryCount: 1, keyCount: 600, rowsAndHeads: 2,
+                                                         queryBlocks: 1, workers: 4), 1, "chunks keep >= 512 keys")
+        XCTAssertEqual(FlashAttention.automaticKeyChunks(queryCount: 1, keyCount: 4096, rowsAndHeads: 12,
+                                                         queryBlocks: 1, workers: 2), 1, "enough items already")
+        XCTAssertEqual(FlashAttention.automaticKeyChunks(queryCount: 64, keyCount: 4096, rowsAndHeads: 1,
+                                                         queryBlocks: 1, workers: 4), 1, "prefill is not split")
+    }
+
+    func testCacheStoresKeyValueHeadsOnly() throws {
+        let gqa = try KVCache(config: try layer(gqa: true).config, batch: 2, capacity: 100)
+        let mha = try KVCache(config: try layer(gqa: false).config, batch: 2, capacity: 100)
+        XCTAssertEqual(gqa.byteCount, 2 * 2 * 100 * (2 * 8) * 4)
+        XCTAssertEqual(mha.byteCount, 3 * gqa.byteCount, "6 query heads over 2 KV heads")
+    }
+
+    // MARK: - Bad input: thrown, cache unchanged
+
+    func testCacheFromAnotherConfigurationThrows() throws {
+        let model = try layer(gqa: true)
+        var cache = try KVCache(config: try layer(gqa: false).config, batch: 1, capacity: 8)
+        let before = cache
+        XCTAssertThrowsError(try model.forward(randomTensor([1, 2, 48], seed: 1), cache: &cache)) { error in
+            XCTAssertTrue("\(error)".contains("cache config"), "\(error)")
+            XCTAssertTrue("\(error)".contains("numKVHeads 6"), "\(error)")
+        }
+        XCTAssertEqual(cache, before)
+    }
+
+    func testBatchMismatchThrows() throws {
+        let model = try layer()
+        var cache = try KVCache(config: model.config, batch: 2, capacity: 8)
+        let before = cache
+        XCTAssertThrowsError(try model.forward(randomTensor([3, 2, 48], seed: 1), cache: &cache)) { error in
+            XCTAssertEqual(error as? AttentionError,
+                           .invalidInput("x batch (3) must equal the cache's batch (2)"))
+        }
+        XCTAssertEqual(cache, before)
+    }
+
+    func testFullCacheWithoutAWindowThrows() throws {
+        let model = try layer()
+        var cache = try KVCache(config: model.config, batch: 1, capacity: 5)
+        _ = try model.forward(randomTensor([1, 4, 48], seed: 1), cache: &cache)
+        let before = cache
+        XCTAssertThrowsError(try model.forward(randomTensor([1, 2, 48], seed: 2), cache: &cache)) { error in
+            XCTAssertTrue("\(error)".contains("holds 4 of 5 tokens and cannot take 2 more"), "\(error)")
+        }
+        XCTAssertEqual(cache, before)
+        _ = try model.forward(randomTensor([1, 1, 48], seed: 3), cache: &cache)
+        XCTAssertEqual(cache.lengths, [5])
+    }
+
+    func testBadLengthsThrow() throws {
+        let model = try layer()
+        var cache = try KVCache(config: model.config, batch: 2, capacity: 8)
+        let x = randomTensor([2, 3, 48], seed: 1)
+        XCTAssertThrowsError(try model.forward(x, cache: &cache, lengths: [3])) { error in
+            XCTAssertTrue("\(error)".contains("lengths count (1) must equal batch (2)"), "\(error)")
+        }
+        XCTAssertThrowsError(try model.forward(x, cache: &cache, lengths: [3, 4])) { error in
+            XCTAssertTrue("\(error)".contains("lengths[1] (4) must be in 0...3"), "\(error)")
+        }
+        XCTAssertEqual(cache.lengths, [0, 0])
+    }
+
+    func testBadCacheSizesThrow() throws {
+        let config = try layer().config
+        XCTAssertThrowsError(try KVCache(config: config, batch: 0, capacity: 8))
+        XCTAssertThrowsError(try KVCache(config: config, batch: 1, capacity: 0))
+        XCTAssertThrowsError(try KVCache(config: config, batch: 1, window: 0))
+        XCTAssertThrowsError(try KVCache(config: config, batch: Int.max, capacity: Int.max)) { error in
+            guard case .sizeLimitExceeded = error as? AttentionError else { return XCTFail("\(error)") }
+        }
+    }
+}
