@@ -16,7 +16,19 @@ struct MaskLayout {
         _ mask: Tensor, batch: Int, heads: Int, queryCount: Int, sinkCount: Int
     ) throws -> MaskLayout {
         let n = queryCount, s = sinkCount
-        let widths = s > 0 ? [n, s + n] : [n]
+        let layout = try validate(mask, batch: batch, heads: heads, queryCount: n,
+                                  widths: s > 0 ? [n, s + n] : [n],
+                                  context: "for batch \(batch), nHeads \(heads), seq \(n), sinks \(s)")
+        return MaskLayout(batchStride: layout.batchStride, headStride: layout.headStride, width: layout.width,
+                          coversSinks: s > 0 && layout.width == s + n)
+    }
+
+    /// A mask of `queryCount` rows and one of `widths` columns, `[rows, width]` or
+    /// `[batch or 1, 1 or heads, rows, width]`; `context` ends the error message.
+    static func validate(
+        _ mask: Tensor, batch: Int, heads: Int, queryCount: Int, widths: [Int], context: String
+    ) throws -> MaskLayout {
+        let n = queryCount
         let accepted = widths.map { "[\(n), \($0)]" }
             + widths.flatMap { w in
                 Set([batch, 1]).sorted().flatMap { b in
@@ -24,8 +36,7 @@ struct MaskLayout {
                 }
             }
         let shapeError = AttentionError.invalidInput(
-            "mask shape \(mask.shape) must be one of \(accepted.joined(separator: ", ")) "
-                + "for batch \(batch), nHeads \(heads), seq \(n), sinks \(s)")
+            "mask shape \(mask.shape) must be one of \(accepted.joined(separator: ", ")) \(context)")
 
         let shape = mask.shape
         let width: Int, batchStride: Int, headStride: Int
@@ -50,7 +61,6 @@ struct MaskLayout {
                 "mask element \(bad) (\(mask.scalars[bad])) must not be NaN or +inf; "
                     + "use 0 for visible and -inf or a large negative number for hidden")
         }
-        return MaskLayout(batchStride: batchStride, headStride: headStride, width: width,
-                          coversSinks: s > 0 && width == s + n)
+        return MaskLayout(batchStride: batchStride, headStride: headStride, width: width, coversSinks: false)
     }
 }

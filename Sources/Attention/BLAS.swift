@@ -90,6 +90,21 @@ public enum BLAS {
             beta, c, Int32(ldc))
     }
 
+    /// `y = alpha · op(A) · x + beta · y`, row-major `A` of `[m, n]` with row stride `lda`.
+    ///
+    /// Single rows (decoding one token) go here rather than to `gemm`, which would pack the
+    /// whole of `A` (a weight matrix, a block of cached keys) to multiply it by one vector.
+    @inline(__always)
+    static func gemv(
+        transposeA: Bool = false, m: Int, n: Int, alpha: Float = 1,
+        a: UnsafePointer<Float>, lda: Int, x: UnsafePointer<Float>, incX: Int = 1,
+        beta: Float = 0, y: UnsafeMutablePointer<Float>, incY: Int = 1
+    ) {
+        guard m > 0, n > 0 else { return }
+        cblas_sgemv(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, Int32(m), Int32(n),
+                    alpha, a, Int32(lda), x, Int32(incX), beta, y, Int32(incY))
+    }
+
     /// Checked single-precision GEMM for callers outside the library (the benchmark measures
     /// the sgemm rate through it): `C = alpha · op(A) · op(B) + beta · C`, row-major.
     ///

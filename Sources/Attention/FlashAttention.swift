@@ -307,9 +307,15 @@ enum FlashAttention {
                 let keys = segment.keys + start * segment.rowStride + kvHead * d
                 let values = segment.values + start * segment.rowStride + kvHead * d
 
-                BLAS.gemm(transposeB: true, m: activeRows, n: count, k: d, alpha: problem.scale * log2e,
-                          a: q + firstRow * ldq, lda: ldq, b: keys, ldb: segment.rowStride,
-                          c: scores + firstRow * ldk, ldc: ldk)
+                if activeRows == 1 {
+                    // One query (decoding): s = K·q reads the keys once, with no packing.
+                    BLAS.gemv(m: count, n: d, alpha: problem.scale * log2e, a: keys, lda: segment.rowStride,
+                              x: q + firstRow * ldq, y: scores + firstRow * ldk)
+                } else {
+                    BLAS.gemm(transposeB: true, m: activeRows, n: count, k: d, alpha: problem.scale * log2e,
+                              a: q + firstRow * ldq, lda: ldq, b: keys, ldb: segment.rowStride,
+                              c: scores + firstRow * ldk, ldc: ldk)
+                }
 
                 for i in firstRow..<endRow {
                     let row = scores + i * ldk
@@ -357,9 +363,15 @@ enum FlashAttention {
                     }
                 }
 
-                BLAS.gemm(m: activeRows, n: d, k: count, a: scores + firstRow * ldk, lda: ldk,
-                          b: values, ldb: segment.rowStride, beta: 1,
-                          c: accumulator + firstRow * d, ldc: d)
+                if activeRows == 1 {
+                    // o += Vᵀ·p
+                    BLAS.gemv(transposeA: true, m: count, n: d, a: values, lda: segment.rowStride,
+                              x: scores + firstRow * ldk, beta: 1, y: accumulator + firstRow * d)
+                } else {
+                    BLAS.gemm(m: activeRows, n: d, k: count, a: scores + firstRow * ldk, lda: ldk,
+                              b: values, ldb: segment.rowStride, beta: 1,
+                              c: accumulator + firstRow * d, ldc: d)
+                }
             }
         }
     }

@@ -264,6 +264,9 @@ public struct MultiHeadAttention: Sendable {
         return (try Tensor(shape: [batch, n, d], scalars: output), keys, values)
     }
 
+    /// Up to this many rows, projections run as one sgemv per row.
+    static let gemvRowLimit = 4
+
     /// `input · weightᵀ` for `rows` rows of `weight.shape[1]` inputs.
     private func project(_ input: [Float], rows: Int, weight: Tensor) -> [Float] {
         let outputs = weight.shape[0], inputs = weight.shape[1]
@@ -271,10 +274,19 @@ public struct MultiHeadAttention: Sendable {
         input.withUnsafeBufferPointer { input in
             weight.scalars.withUnsafeBufferPointer { weight in
                 result.withUnsafeMutableBufferPointer { result in
-                    BLAS.gemm(transposeB: true, m: rows, n: outputs, k: inputs,
-                              a: input.baseAddress!, lda: inputs,
-                              b: weight.baseAddress!, ldb: inputs,
-                              c: result.baseAddress!, ldc: outputs)
+                    if rows <= Self.gemvRowLimit {
+                        // Decoding a few tokens: sgemm would pack the whole weight for each call;
+                        // sgemv streams it once per row.
+                        for r in 0..<rows {
+                            BLAS.gemv(m: outputs, n: inputs, a: weight.baseAddress!, lda: inputs,
+                                      x: input.baseAddress! + r * inputs, y: result.baseAddress! + r * outputs)
+                        }
+                    } else {
+                        BLAS.gemm(transposeB: true, m: rows, n: outputs, k: inputs,
+                                  a: input.baseAddress!, lda: inputs,
+                                  b: weight.baseAddress!, ldb: inputs,
+                                  c: result.baseAddress!, ldc: outputs)
+                    }
                 }
             }
         }

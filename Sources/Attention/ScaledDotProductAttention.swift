@@ -6,32 +6,36 @@
 /// attention.
 ///
 /// - Parameters:
-///   - queries: `[batch, seq, nHeads · headDim]` (heads are column slices, as a projection
-///     writes them).
-///   - keys, values: `[batch, seq, numKVHeads · headDim]`.
+///   - queries: `[batch, queryLength, nHeads · headDim]` (heads are column slices, as a
+///     projection writes them).
+///   - keys, values: `[batch, keyLength, numKVHeads · headDim]`; `keyLength` may differ from
+///     `queryLength` (decoding against cached keys).
 ///   - nHeads: query heads; `numKVHeads` must divide it.
 ///   - scale: defaults to `1/√headDim`.
-///   - isCausal: query `i` sees keys `j <= i`.
-///   - mask: additive, `[seq, seq]` or `[batch or 1, 1 or nHeads, seq, seq]`; NaN and `+∞`
-///     are rejected.
+///   - isCausal: bottom-right aligned, as in decoding: query `i` sees keys
+///     `j <= i + keyLength − queryLength`. (PyTorch's `is_causal` aligns top-left when the
+///     lengths differ; they agree when they are equal.)
+///   - mask: additive, `[queryLength, keyLength]` or
+///     `[batch or 1, 1 or nHeads, queryLength, keyLength]`; NaN and `+∞` are rejected.
 ///   - kernel: `.flash` (default) or `.reference`.
 ///   - workers: flash-kernel workers, `nil` for one per active processor.
-/// - Returns: `[batch, seq, nHeads · headDim]`; a query that sees no key gets zeros.
+///   - keySplit: how the flash kernel splits keys across workers for few queries.
+/// - Returns: `[batch, queryLength, nHeads · headDim]`; a query that sees no key gets zeros.
 public func scaledDotProductAttention(
     queries: Tensor, keys: Tensor, values: Tensor, nHeads: Int, numKVHeads: Int,
     scale: Float? = nil, isCausal: Bool = false, mask: Tensor? = nil,
-    kernel: AttentionKernel = .flash, workers: Int? = nil
+    kernel: AttentionKernel = .flash, workers: Int? = nil, keySplit: KeySplit = .automatic
 ) throws -> Tensor {
     try scaledDotProductAttention(
         queries: queries, keys: keys, values: values, nHeads: nHeads, numKVHeads: numKVHeads,
         scale: scale, isCausal: isCausal, mask: mask, kernel: kernel, workers: workers,
-        blockSizes: nil)
+        keySplit: keySplit, blockSizes: nil)
 }
 
 func scaledDotProductAttention(
     queries: Tensor, keys: Tensor, values: Tensor, nHeads: Int, numKVHeads: Int,
     scale: Float?, isCausal: Bool, mask: Tensor?, kernel: AttentionKernel, workers: Int?,
-    blockSizes: FlashBlockSizes?
+    keySplit: KeySplit, blockSizes: FlashBlockSizes?
 ) throws -> Tensor {
     func fail(_ message: String) -> AttentionError { .invalidInput(message) }
     guard nHeads > 0 else { throw fail("nHeads (\(nHeads)) must be > 0") }
@@ -42,23 +46,31 @@ func scaledDotProductAttention(
         throw fail("queries shape \(queries.shape) must be [batch, seq, nHeads · headDim] with nHeads \(nHeads)")
     }
     let batch = queries.shape[0], n = queries.shape[1], headDim = queries.shape[2] / nHeads
-    let kvShape = [batch, n, numKVHeads * headDim]
-    guard keys.shape == kvShape else { throw fail("keys shape \(keys.shape) must be \(kvShape)") }
-    guard values.shape == kvShape else { throw fail("values shape \(values.shape) must be \(kvShape)") }
+    guard keys.rank == 3, keys.shape[0] == batch, keys.shape[2] == numKVHeads * headDim else {
+        throw fail("keys shape \(keys.shape) must be [\(batch), keyLength, \(numKVHeads * headDim)]")
+    }
+    let keyCount = keys.shape[1]
+    guard values.shape == keys.shape else {
+        throw fail("values shape \(values.shape) must equal keys shape \(keys.shape)")
+    }
     if let scale, !scale.isFinite {
         throw fail("scale (\(scale)) must be finite")
     }
-    let layout = try mask.map {
-        try MaskLayout.validate($0, batch: batch, heads: nHeads, queryCount: n, sinkCount: 0)
-    }
-    guard batch * n <= AttentionLimits.maxDimension else {
+    let limit = AttentionLimits.maxDimension
+    for (name, value) in [("batch · queryLength", batch * n), ("batch · keyLength", batch * keyCount)]
+    where value > limit {
         throw AttentionError.sizeLimitExceeded(
-            "batch · seq (\(batch * n)) must be <= \(AttentionLimits.maxDimension), BLAS's 32-bit size limit")
+            "\(name) (\(value)) must be <= \(limit), BLAS's 32-bit size limit")
     }
-    _ = try checkedElementCount([n, n], of: "score matrix [seq, seq]")
+    _ = try checkedElementCount([n, keyCount], of: "score matrix [queryLength, keyLength]")
+    let layout = try mask.map {
+        try MaskLayout.validate($0, batch: batch, heads: nHeads, queryCount: n, widths: [keyCount],
+                                context: "for batch \(batch), nHeads \(nHeads), queryLength \(n), keyLength \(keyCount)")
+    }
 
     var context = [Float](repeating: 0, count: queries.count)
-    guard batch * n > 0 else { return try Tensor(shape: queries.shape, scalars: context) }
+    // No key at all: every query sees nothing, so the result is zeros.
+    guard batch * n > 0, keyCount > 0 else { return try Tensor(shape: queries.shape, scalars: context) }
     let kvWidth = numKVHeads * headDim
     queries.scalars.withUnsafeBufferPointer { q in
     keys.scalars.withUnsafeBufferPointer { k in
@@ -67,10 +79,11 @@ func scaledDotProductAttention(
     context.withUnsafeMutableBufferPointer { context in
         let problem = AttentionProblem(
             batch: batch, queryCount: n, nHeads: nHeads, numKVHeads: numKVHeads, headDim: headDim,
-            queries: q.baseAddress!, queryFirstPosition: 0,
+            queries: q.baseAddress!, queryFirstPosition: keyCount - n,
             segments: (0..<batch).map { b in
-                [KeyValueSegment(keys: k.baseAddress! + b * n * kvWidth, values: v.baseAddress! + b * n * kvWidth,
-                                 rowStride: kvWidth, rowCount: n, firstPosition: 0, isSink: false,
+                [KeyValueSegment(keys: k.baseAddress! + b * keyCount * kvWidth,
+                                 values: v.baseAddress! + b * keyCount * kvWidth,
+                                 rowStride: kvWidth, rowCount: keyCount, firstPosition: 0, isSink: false,
                                  firstMaskColumn: 0)]
             },
             mask: layout.map {
@@ -80,7 +93,7 @@ func scaledDotProductAttention(
             isCausal: isCausal, scale: scale ?? 1 / Float(headDim).squareRoot(), dropout: nil,
             context: context.baseAddress!)
         switch kernel {
-        case .flash: FlashAttention.run(problem, blockSizes: blockSizes, workers: workers)
+        case .flash: FlashAttention.run(problem, blockSizes: blockSizes, workers: workers, keySplit: keySplit)
         case .reference: ReferenceAttention.run(problem)
         }
     }}}}}

@@ -1,0 +1,110 @@
+import Foundation
+import XCTest
+@testable import Attention
+
+/// The public kernel-only entry point against a float64 evaluation of its documented formula.
+final class ScaledDotProductAttentionTests: XCTestCase {
+    /// max |y − y₆₄| ≤ 1e-5 · max(1, max |y₆₄|), as for the layer.
+    static let tolerance = 1e-5
+
+    /// `out[b,i,h] = Σ_j softmax_j(scale·q·k + mask) v`, bottom-right causal, zeros when nothing
+    /// is visible.
+    func naive(_ q: Tensor, _ k: Tensor, _ v: Tensor, heads: Int, kvHeads: Int, causal: Bool,
+               mask: Tensor?) -> [Double] {
+        let (batch, n, width) = (q.shape[0], q.shape[1], q.shape[2])
+        let nk = k.shape[1], d = width / heads, kvWidth = kvHeads * d
+        var out = [Double](repeating: 0, count: q.count)
+        for b in 0..<batch {
+            for h in 0..<heads {
+                let g = h / (heads / kvHeads)
+                for i in 0..<n {
+                    var scores = [Double](repeating: -.infinity, count: nk)
+                    for j in 0..<nk where !(causal && j > i + nk - n) {
+                        var dot = 0.0
+                        for e in 0..<d {
+                            dot += Double(q.scalars[(b * n + i) * width + h * d + e])
+                                * Double(k.scalars[(b * nk + j) * kvWidth + g * d + e])
+                        }
+                        var bias = 0.0
+                        if let mask {
+                            bias = Double(mask.rank == 2 ? mask.scalars[i * nk + j]
+                                : mask.scalars[(((mask.shape[0] == 1 ? 0 : b) * mask.shape[1]
+                                                 + (mask.shape[1] == 1 ? 0 : h)) * n + i) * nk + j])
+                        }
+                        scores[j] = dot / Double(d).squareRoot() + bias
+                    }
+                    let top = scores.max() ?? -.infinity
+                    guard top > -.infinity else { continue }
+                    let weights = scores.map { exp($0 - top) }
+                    let total = weights.reduce(0, +)
+                    for j in 0..<nk where weights[j] > 0 {
+                        for e in 0..<d {
+                            out[(b * n + i) * width + h * d + e] += weights[j] / total
+                                * Double(v.scalars[(b * nk + j) * kvWidth + g * d + e])
+                        }
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    func testMatchesTheFormulaForQueryAndKeyLengthsThatDiffer() throws {
+        for (n, nk) in [(1, 1), (1, 600), (3, 10), (10, 3), (40, 40), (17, 530)] {
+            for causal in [false, true] {
+                for useMask in [false, true] {
+                    let (heads, kvHeads, d, batch) = (6, 2, 16, 2)
+                    let q = randomTensor([batch, n, heads * d], seed: UInt64(n * 1000 + nk), amplitude: 2)
+                    let k = randomTensor([batch, nk, kvHeads * d], seed: UInt64(n * 1000 + nk + 1), amplitude: 2)
+                    let v = randomTensor([batch, nk, kvHeads * d], seed: UInt64(n * 1000 + nk + 2))
+                    let mask = useMask ? randomTensor([batch, 1, n, nk], seed: 5, amplitude: 3) : nil
+                    let expected = naive(q, k, v, heads: heads, kvHeads: kvHeads, causal: causal, mask: mask)
+                    for kernel in AttentionKernel.allCases {
+                        let out = try scaledDotProductAttention(queries: q, keys: k, values: v, nHeads: heads,
+                                                                numKVHeads: kvHeads, isCausal: causal, mask: mask,
+                                                                kernel: kernel)
+                        let (error, scale) = maxErrorAndScale(out.scalars, expected)
+                        XCTAssertLessThanOrEqual(error, Self.tolerance * max(1, scale),
+                                                 "\(kernel) n \(n) nk \(nk) causal \(causal) mask \(useMask)")
+                    }
+                }
+            }
+        }
+    }
+
+    func testNoKeysGivesZeros() throws {
+        let q = randomTensor([2, 3, 8], seed: 1)
+        let empty = try Tensor(shape: [2, 0, 8], scalars: [])
+        for kernel in AttentionKernel.allCases {
+            let out = try scaledDotProductAttention(queries: q, keys: empty, values: empty, nHeads: 2,
+                                                    numKVHeads: 2, kernel: kernel)
+            XCTAssertEqual(out, Tensor(zeros: [2, 3, 8]))
+        }
+    }
+
+    func testBadArgumentsThrow() throws {
+        let q = randomTensor([2, 3, 8], seed: 1), k = randomTensor([2, 5, 4], seed: 2)
+        func expect(_ fragment: String, _ body: () throws -> Tensor) {
+            XCTAssertThrowsError(try body()) { error in
+                XCTAssertTrue("\(error)".contains(fragment), "\(error) lacks \(fragment)")
+            }
+        }
+        expect("numKVHeads (3) must be > 0 and divide nHeads (2)") {
+            try scaledDotProductAttention(queries: q, keys: k, values: k, nHeads: 2, numKVHeads: 3)
+        }
+        expect("keys shape [2, 5, 4] must be [2, keyLength, 8]") {
+            try scaledDotProductAttention(queries: q, keys: k, values: k, nHeads: 2, numKVHeads: 2)
+        }
+        expect("values shape [2, 4, 4] must equal keys shape [2, 5, 4]") {
+            try scaledDotProductAttention(queries: q, keys: k, values: randomTensor([2, 4, 4], seed: 3),
+                                          nHeads: 2, numKVHeads: 1)
+        }
+        expect("scale (nan) must be finite") {
+            try scaledDotProductAttention(queries: q, keys: k, values: k, nHeads: 2, numKVHeads: 1, scale: .nan)
+        }
+        expect("mask shape [3, 3] must be one of [3, 5]") {
+            try scaledDotProductAttention(queries: q, keys: k, values: k, nHeads: 2, numKVHeads: 1,
+                                          mask: Tensor(zeros: [3, 3]))
+        }
+    }
+}
