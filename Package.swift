@@ -37,7 +37,9 @@ let package = Package(
         ),
         .testTarget(
             name: "AttentionTests",
-            dependencies: ["Attention"]
+            dependencies: ["Attention"],
+            // Golden outputs from PyTorch (Scripts/make_fixtures.py), read via Bundle.module.
+            resources: [.copy("Fixtures")]
         ),
     ]
 )

@@ -11,11 +11,14 @@ public enum AttentionError: Error, CustomStringConvertible, Equatable, Sendable 
     case invalidShape(String)
     /// A size would overflow `Int`, or exceeds ``AttentionLimits``.
     case sizeLimitExceeded(String)
+    /// A safetensors file cannot be read or written, breaks a rule of the format, or lacks a
+    /// tensor that was asked for.
+    case invalidFile(String)
 
     public var message: String {
         switch self {
         case .invalidConfiguration(let message), .invalidInput(let message),
-             .invalidShape(let message), .sizeLimitExceeded(let message):
+             .invalidShape(let message), .sizeLimitExceeded(let message), .invalidFile(let message):
             return message
         }
     }
@@ -26,6 +29,7 @@ public enum AttentionError: Error, CustomStringConvertible, Equatable, Sendable 
         case .invalidInput(let message): return "invalid input: \(message)"
         case .invalidShape(let message): return "invalid shape: \(message)"
         case .sizeLimitExceeded(let message): return "size limit exceeded: \(message)"
+        case .invalidFile(let message): return "invalid file: \(message)"
         }
     }
 }
