@@ -43,8 +43,10 @@ public enum KeySplit: Sendable, Hashable {
 /// The blocked online-softmax ("flash") kernel: same math as `ReferenceAttention`, O(N) extra
 /// memory.
 ///
-/// Work items are (batch row, head, query block); workers take them from a shared counter,
-/// heaviest first. For one item, with `Q` its `[bq, D]` query rows and `O` an accumulator, in
+/// Work items are (batch row, key/value head, query block); workers take them from a shared
+/// counter, heaviest first. Each key block serves every query head of the item's GQA group while
+/// it is hot in cache, so grouped heads read their keys and values once. For one head of an
+/// item, with `Q` its `[bq, D]` query rows and `O` an accumulator, in
 /// base 2 (scores pre-multiplied by log₂e, so the exponential needs no range-reduction multiply):
 ///
 ///     for each key block K_j, V_j (sinks first, then tokens; blocks nobody may see are skipped)
@@ -58,7 +60,8 @@ public enum KeySplit: Sendable, Hashable {
 /// leaves its partial `(m, l, O)` and a merge combines the chunks of a row:
 /// `M = max_c m_c`, `L = Σ_c l_c·2^(m_c − M)`, `context = Σ_c O_c·2^(m_c − M) / L`.
 ///
-/// Scratch per worker: `S` `[bq, bk]`, `O` `[bq, D]`, `m`, `l`: O(workers · bq · bk),
+/// Scratch per worker: `S` `[bq, bk]`, and `O` `[bq, D]`, `m`, `l` per head of a group:
+/// O(workers · bq · (bk + group · D)),
 /// independent of the sequence length. The block sgemms run with one OpenBLAS thread.
 /// Every item is computed the same way whichever worker takes it, so results are bitwise
 /// identical for any worker count.
@@ -77,27 +80,29 @@ enum FlashAttention {
         let keyBlock = roundUp(min(blocks.keyBlock, max(maxKeys, 1)), to: VectorMath.width)
         let queryBlocks = (n + queryBlock - 1) / queryBlock
         let requestedWorkers = max(1, workers ?? defaultWorkerCount)
+        let group = problem.groupSize
         let chunks: Int
         switch keySplit {
         case .never: chunks = 1
         case .chunks(let count): chunks = max(1, min(count, maxKeys))
         case .automatic:
-            chunks = automaticKeyChunks(queryCount: n, keyCount: maxKeys, rowsAndHeads: problem.batch * problem.nHeads,
+            chunks = automaticKeyChunks(queryCount: n, keyCount: maxKeys,
+                                        rowsAndHeads: problem.batch * problem.numKVHeads,
                                         queryBlocks: queryBlocks, workers: requestedWorkers)
         }
-        let itemCount = problem.batch * problem.nHeads * queryBlocks * chunks
+        let itemCount = problem.batch * problem.numKVHeads * queryBlocks * chunks
         let workerCount = min(requestedWorkers, itemCount)
         let d = problem.headDim, ldq = problem.queryRowStride
 
-        // Split-KV partials: per item, m and l per row and O per row.
+        // Split-KV partials: per item and head of its group, m and l per row and O per row.
         let partialStride = queryBlock * (d + 2)
-        let partials = chunks > 1 ? PartialResults(capacity: itemCount * partialStride) : nil
+        let partials = chunks > 1 ? PartialResults(capacity: itemCount * group * partialStride) : nil
         defer { partials?.base.deallocate() }
 
         BLAS.withSingleThreadedCalls {
             let next = Atomic<Int>(0)
             let body = { @Sendable (worker: Int) in
-                var scratch = Scratch(queryBlock: queryBlock, keyBlock: keyBlock, headDim: d)
+                var scratch = Scratch(queryBlock: queryBlock, keyBlock: keyBlock, headDim: d, heads: group)
                 defer { scratch.deallocate() }
                 while true {
                     let item = next.wrappingAdd(1, ordering: .relaxed).oldValue
@@ -105,19 +110,24 @@ enum FlashAttention {
                     // Heaviest first: under the causal rule late query blocks see the most keys.
                     let chunk = item % chunks
                     let block = queryBlocks - 1 - (item / chunks) % queryBlocks
-                    let head = (item / (chunks * queryBlocks)) % problem.nHeads
-                    let batch = item / (chunks * queryBlocks * problem.nHeads)
+                    let kvHead = (item / (chunks * queryBlocks)) % problem.numKVHeads
+                    let batch = item / (chunks * queryBlocks * problem.numKVHeads)
                     let first = block * queryBlock
                     let end = min(first + queryBlock, problem.queryCounts[batch])
                     guard first < end else { continue }  // padding rows only
                     let keys = keyCounts[batch]
                     let keyRange = (keys * chunk / chunks)..<(keys * (chunk + 1) / chunks)
-                    let context = problem.context + (batch * n + first) * ldq + head * d
-                    attend(problem, batch: batch, head: head, queries: first..<end, keys: keyRange, scratch: &scratch)
-                    if let partials {
-                        scratch.store(rows: end - first, headDim: d, into: partials.base + item * partialStride)
-                    } else {
-                        scratch.normalize(rows: end - first, headDim: d, into: context, stride: ldq)
+                    attend(problem, batch: batch, kvHead: kvHead, queries: first..<end, keys: keyRange,
+                           scratch: &scratch)
+                    for member in 0..<group {
+                        if let partials {
+                            scratch.store(member, rows: end - first,
+                                          into: partials.base + (item * group + member) * partialStride)
+                        } else {
+                            let head = kvHead * group + member
+                            scratch.normalize(member, rows: end - first,
+                                              into: problem.context + (batch * n + first) * ldq + head * d, stride: ldq)
+                        }
                     }
                 }
             }
@@ -135,7 +145,7 @@ enum FlashAttention {
         zeroPaddingRows(problem)
     }
 
-    /// Key chunks per (batch row, head) when the caller leaves it to the kernel: split only for
+    /// Key chunks per (batch row, key/value head) when the caller leaves it to the kernel: split only for
     /// at most 16 queries (decoding) when there are fewer than 4 work items per worker, into
     /// chunks of at least 512 keys, enough to give every worker 4 items.
     static func automaticKeyChunks(
@@ -157,30 +167,41 @@ enum FlashAttention {
     static var defaultWorkerCount: Int { ProcessInfo.processInfo.activeProcessorCount }
 
     /// Per-worker buffers, allocated once per `run` and reused by every item the worker takes.
+    /// An item covers the `heads` query heads of one key/value group, each with its own
+    /// accumulator and row statistics; the score block is shared, one head at a time.
     struct Scratch {
         let keyBlock: Int
+        let queryBlock: Int
+        let headDim: Int
         let scores: UnsafeMutablePointer<Float>       // [queryBlock, keyBlock]
-        let accumulator: UnsafeMutablePointer<Float>  // [queryBlock, headDim]
-        let rowMax: UnsafeMutablePointer<Float>       // [queryBlock], base 2
-        let rowSum: UnsafeMutablePointer<Float>       // [queryBlock]
+        let accumulators: UnsafeMutablePointer<Float> // [heads, queryBlock, headDim]
+        let rowMaxima: UnsafeMutablePointer<Float>    // [heads, queryBlock], base 2
+        let rowSums: UnsafeMutablePointer<Float>      // [heads, queryBlock]
 
-        init(queryBlock: Int, keyBlock: Int, headDim: Int) {
+        init(queryBlock: Int, keyBlock: Int, headDim: Int, heads: Int) {
             self.keyBlock = keyBlock
+            self.queryBlock = queryBlock
+            self.headDim = headDim
             scores = .allocate(capacity: queryBlock * keyBlock)
-            accumulator = .allocate(capacity: queryBlock * headDim)
-            rowMax = .allocate(capacity: queryBlock)
-            rowSum = .allocate(capacity: queryBlock)
+            accumulators = .allocate(capacity: heads * queryBlock * headDim)
+            rowMaxima = .allocate(capacity: heads * queryBlock)
+            rowSums = .allocate(capacity: heads * queryBlock)
         }
 
         func deallocate() {
             scores.deallocate()
-            accumulator.deallocate()
-            rowMax.deallocate()
-            rowSum.deallocate()
+            accumulators.deallocate()
+            rowMaxima.deallocate()
+            rowSums.deallocate()
         }
 
-        /// `context[i] = O[i] / l[i]`, or zeros for a row that saw nothing.
-        func normalize(rows: Int, headDim d: Int, into context: UnsafeMutablePointer<Float>, stride: Int) {
+        func accumulator(_ member: Int) -> UnsafeMutablePointer<Float> { accumulators + member * queryBlock * headDim }
+        func rowMax(_ member: Int) -> UnsafeMutablePointer<Float> { rowMaxima + member * queryBlock }
+        func rowSum(_ member: Int) -> UnsafeMutablePointer<Float> { rowSums + member * queryBlock }
+
+        /// `context[i] = O[i] / l[i]` for group member `member`, or zeros for a row that saw nothing.
+        func normalize(_ member: Int, rows: Int, into context: UnsafeMutablePointer<Float>, stride: Int) {
+            let d = headDim, accumulator = accumulator(member), rowSum = rowSum(member)
             for i in 0..<rows {
                 let sum = rowSum[i]
                 if sum > 0 {
@@ -191,8 +212,10 @@ enum FlashAttention {
             }
         }
 
-        /// Leaves `[m, l, O…]` per row for the split-KV merge.
-        func store(rows: Int, headDim d: Int, into partial: UnsafeMutablePointer<Float>) {
+        /// Leaves `[m, l, O…]` per row of group member `member` for the split-KV merge.
+        func store(_ member: Int, rows: Int, into partial: UnsafeMutablePointer<Float>) {
+            let d = headDim, accumulator = accumulator(member)
+            let rowMax = rowMax(member), rowSum = rowSum(member)
             for i in 0..<rows {
                 let out = partial + i * (d + 2)
                 out[0] = rowMax[i]
@@ -215,9 +238,12 @@ enum FlashAttention {
                 for block in 0..<queryBlocks {
                     let first = block * queryBlock
                     let rows = max(0, min(first + queryBlock, problem.queryCounts[batch]) - first)
-                    let firstItem = ((batch * problem.nHeads + head) * queryBlocks + (queryBlocks - 1 - block)) * chunks
+                    let group = problem.groupSize, kvHead = head / group, member = head % group
+                    let firstItem = ((batch * problem.numKVHeads + kvHead) * queryBlocks + (queryBlocks - 1 - block)) * chunks
                     for i in 0..<rows {
-                        let parts = (0..<chunks).map { partials + (firstItem + $0) * partialStride + i * (d + 2) }
+                        let parts = (0..<chunks).map {
+                            partials + ((firstItem + $0) * group + member) * partialStride + i * (d + 2)
+                        }
                         let maximum = parts.reduce(-Float.infinity) { max($0, $1[0]) }
                         let out = problem.context + (batch * n + first + i) * ldq + head * d
                         guard maximum > -.infinity else {
@@ -247,27 +273,27 @@ enum FlashAttention {
         }
     }
 
-    /// One work item: query rows `queries` of head `head` in batch row `batch`, over the keys at
-    /// indices `keys` of the row's segments taken in order. Leaves `O`, `m`, `l` in `scratch`.
+    /// One work item: query rows `queries` of every head in key/value group `kvHead` of batch
+    /// row `batch`, over the keys at indices `keys` of the row's segments taken in order. Each key
+    /// block serves all heads of the group while it is hot in cache (GQA reads it once).
+    /// Leaves each head's `O`, `m`, `l` in `scratch`.
     private static func attend(
-        _ problem: AttentionProblem, batch: Int, head: Int, queries: Range<Int>, keys keyRange: Range<Int>,
+        _ problem: AttentionProblem, batch: Int, kvHead: Int, queries: Range<Int>, keys keyRange: Range<Int>,
         scratch: inout Scratch
     ) {
-        let d = problem.headDim, ldq = problem.queryRowStride, ldk = scratch.keyBlock
-        let rows = queries.count
-        let kvHead = head / problem.groupSize
-        let q = problem.queries + (batch * problem.queryCount + queries.lowerBound) * ldq + head * d
+        let d = problem.headDim, ldk = scratch.keyBlock
+        let rows = queries.count, group = problem.groupSize
         let firstQueryPosition = problem.queryFirstPositions[batch] + queries.lowerBound
         let lastQueryPosition = firstQueryPosition + rows - 1
         // Token positions visible to the first and to the last row; rows in between lie between.
         let firstVisible = problem.visibleTokenPositions(forQueryAt: firstQueryPosition)
         let lastVisible = problem.visibleTokenPositions(forQueryAt: lastQueryPosition)
-        let scores = scratch.scores, accumulator = scratch.accumulator
-        let rowMax = scratch.rowMax, rowSum = scratch.rowSum
 
-        accumulator.update(repeating: 0, count: rows * d)
-        rowMax.update(repeating: -.infinity, count: rows)
-        rowSum.update(repeating: 0, count: rows)
+        for member in 0..<group {
+            scratch.accumulator(member).update(repeating: 0, count: rows * d)
+            scratch.rowMax(member).update(repeating: -.infinity, count: rows)
+            scratch.rowSum(member).update(repeating: 0, count: rows)
+        }
 
         var segmentOffset = 0  // index of the segment's first key in the row's key order
         for segment in problem.segments[batch] {
@@ -302,77 +328,112 @@ enum FlashAttention {
                 }
                 defer { start += count }
                 guard firstRow < endRow else { continue }
-                let activeRows = endRow - firstRow
-                let padded = roundUp(count, to: VectorMath.width)
-                let keys = segment.keys + start * segment.rowStride + kvHead * d
-                let values = segment.values + start * segment.rowStride + kvHead * d
-
-                if activeRows == 1 {
-                    // One query (decoding): s = K·q reads the keys once, with no packing.
-                    BLAS.gemv(m: count, n: d, alpha: problem.scale * log2e, a: keys, lda: segment.rowStride,
-                              x: q + firstRow * ldq, y: scores + firstRow * ldk)
-                } else {
-                    BLAS.gemm(transposeB: true, m: activeRows, n: count, k: d, alpha: problem.scale * log2e,
-                              a: q + firstRow * ldq, lda: ldq, b: keys, ldb: segment.rowStride,
-                              c: scores + firstRow * ldk, ldc: ldk)
-                }
-
-                for i in firstRow..<endRow {
-                    let row = scores + i * ldk
-                    let queryPosition = firstQueryPosition + i
-                    if let mask = problem.mask, let firstColumn = segment.firstMaskColumn {
-                        let maskRow = mask.row(batch: batch, head: head, query: queries.lowerBound + i)
-                            + firstColumn + start
-                        for j in 0..<count { row[j] += maskRow[j] * log2e }
-                    }
-                    // Columns [visibleStart, visibleEnd) pass the causal and window rules; the
-                    // rest, and the SIMD padding, become −∞.
-                    var visibleStart = 0, visibleEnd = count
-                    if ruled {
-                        let visible = problem.visibleTokenPositions(forQueryAt: queryPosition)
-                        visibleStart = max(0, min(count, visible.lowerBound - blockPosition))
-                        visibleEnd = max(visibleStart, min(count, visible.upperBound - blockPosition + 1))
-                    }
-                    row.update(repeating: -.infinity, count: visibleStart)
-                    (row + visibleEnd).update(repeating: -.infinity, count: padded - visibleEnd)
-
-                    let blockMax = VectorMath.maximum(row, count: padded)
-                    let previousMax = rowMax[i]
-                    let newMax = max(previousMax, blockMax)
-                    if newMax == -.infinity {
-                        // Nothing visible yet: P row is zero, O and l stay zero.
-                        row.update(repeating: 0, count: count)
-                        continue
-                    }
-                    let blockSum = VectorMath.exponentiateAndSum(row, count: padded, shift: newMax)
-                    if previousMax == -.infinity {
-                        rowSum[i] = blockSum
-                    } else if previousMax != newMax {
-                        let correction = VectorMath.exp2(VectorMath.Vector(repeating: previousMax - newMax))[0]
-                        rowSum[i] = rowSum[i] * correction + blockSum
-                        VectorMath.scale(accumulator + i * d, count: d, by: correction, into: accumulator + i * d)
-                    } else {
-                        rowSum[i] += blockSum
-                    }
-                    rowMax[i] = newMax
-                    if let dropout = problem.dropout {
-                        let rowKey = dropout.rowKey(batch: batch, head: head, queryPosition: queryPosition)
-                        for j in 0..<count {
-                            row[j] *= dropout.factor(rowKey: rowKey, keyPosition: blockPosition + j)
-                        }
-                    }
-                }
-
-                if activeRows == 1 {
-                    // o += Vᵀ·p
-                    BLAS.gemv(transposeA: true, m: count, n: d, a: values, lda: segment.rowStride,
-                              x: scores + firstRow * ldk, beta: 1, y: accumulator + firstRow * d)
-                } else {
-                    BLAS.gemm(m: activeRows, n: d, k: count, a: scores + firstRow * ldk, lda: ldk,
-                              b: values, ldb: segment.rowStride, beta: 1,
-                              c: accumulator + firstRow * d, ldc: d)
+                let block = KeyBlock(
+                    segment: segment, start: start, count: count, position: blockPosition, ruled: ruled,
+                    keys: segment.keys + start * segment.rowStride + kvHead * d,
+                    values: segment.values + start * segment.rowStride + kvHead * d,
+                    rows: firstRow..<endRow)
+                for member in 0..<group {
+                    accumulate(problem, block: block, batch: batch, head: kvHead * group + member,
+                               queries: queries, member: member, scratch: scratch)
                 }
             }
+        }
+    }
+
+    /// A run of keys and values, and the query rows of the item that may see some of it.
+    private struct KeyBlock {
+        var segment: KeyValueSegment
+        var start: Int
+        var count: Int
+        /// Position of the block's first key.
+        var position: Int
+        /// Whether the causal and window rules apply (not to sinks).
+        var ruled: Bool
+        var keys: UnsafePointer<Float>
+        var values: UnsafePointer<Float>
+        var rows: Range<Int>
+    }
+
+    /// One online-softmax step of one head over one key block.
+    @inline(__always)
+    private static func accumulate(
+        _ problem: AttentionProblem, block: KeyBlock, batch: Int, head: Int, queries: Range<Int>,
+        member: Int, scratch: Scratch
+    ) {
+        let d = problem.headDim, ldq = problem.queryRowStride, ldk = scratch.keyBlock
+        let count = block.count, firstRow = block.rows.lowerBound, activeRows = block.rows.count
+        let padded = roundUp(count, to: VectorMath.width)
+        let scores = scratch.scores, accumulator = scratch.accumulator(member)
+        let rowMax = scratch.rowMax(member), rowSum = scratch.rowSum(member)
+        let q = problem.queries + (batch * problem.queryCount + queries.lowerBound) * ldq + head * d
+        let firstQueryPosition = problem.queryFirstPositions[batch] + queries.lowerBound
+        let rowStride = block.segment.rowStride
+
+        if activeRows == 1 {
+            // One query (decoding): s = K·q reads the keys once, with no packing.
+            BLAS.gemv(m: count, n: d, alpha: problem.scale * log2e, a: block.keys, lda: rowStride,
+                      x: q + firstRow * ldq, y: scores + firstRow * ldk)
+        } else {
+            BLAS.gemm(transposeB: true, m: activeRows, n: count, k: d, alpha: problem.scale * log2e,
+                      a: q + firstRow * ldq, lda: ldq, b: block.keys, ldb: rowStride,
+                      c: scores + firstRow * ldk, ldc: ldk)
+        }
+
+        for i in block.rows {
+            let row = scores + i * ldk
+            let queryPosition = firstQueryPosition + i
+            if let mask = problem.mask, let firstColumn = block.segment.firstMaskColumn {
+                let maskRow = mask.row(batch: batch, head: head, query: queries.lowerBound + i)
+                    + firstColumn + block.start
+                for j in 0..<count { row[j] += maskRow[j] * log2e }
+            }
+            // Columns [visibleStart, visibleEnd) pass the causal and window rules; the rest, and
+            // the SIMD padding, become −∞.
+            var visibleStart = 0, visibleEnd = count
+            if block.ruled {
+                let visible = problem.visibleTokenPositions(forQueryAt: queryPosition)
+                visibleStart = max(0, min(count, visible.lowerBound - block.position))
+                visibleEnd = max(visibleStart, min(count, visible.upperBound - block.position + 1))
+            }
+            row.update(repeating: -.infinity, count: visibleStart)
+            (row + visibleEnd).update(repeating: -.infinity, count: padded - visibleEnd)
+
+            let blockMax = VectorMath.maximum(row, count: padded)
+            let previousMax = rowMax[i]
+            let newMax = max(previousMax, blockMax)
+            if newMax == -.infinity {
+                // Nothing visible yet: P row is zero, O and l stay zero.
+                row.update(repeating: 0, count: count)
+                continue
+            }
+            let blockSum = VectorMath.exponentiateAndSum(row, count: padded, shift: newMax)
+            if previousMax == -.infinity {
+                rowSum[i] = blockSum
+            } else if previousMax != newMax {
+                let correction = VectorMath.exp2(VectorMath.Vector(repeating: previousMax - newMax))[0]
+                rowSum[i] = rowSum[i] * correction + blockSum
+                VectorMath.scale(accumulator + i * d, count: d, by: correction, into: accumulator + i * d)
+            } else {
+                rowSum[i] += blockSum
+            }
+            rowMax[i] = newMax
+            if let dropout = problem.dropout {
+                let rowKey = dropout.rowKey(batch: batch, head: head, queryPosition: queryPosition)
+                for j in 0..<count {
+                    row[j] *= dropout.factor(rowKey: rowKey, keyPosition: block.position + j)
+                }
+            }
+        }
+
+        if activeRows == 1 {
+            // o += Vᵀ·p
+            BLAS.gemv(transposeA: true, m: count, n: d, a: block.values, lda: rowStride,
+                      x: scores + firstRow * ldk, beta: 1, y: accumulator + firstRow * d)
+        } else {
+            BLAS.gemm(m: activeRows, n: d, k: count, a: scores + firstRow * ldk, lda: ldk,
+                      b: block.values, ldb: rowStride, beta: 1,
+                      c: accumulator + firstRow * d, ldc: d)
         }
     }
 
