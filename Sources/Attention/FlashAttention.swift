@@ -204,10 +204,11 @@ enum FlashAttention {
             let d = headDim, accumulator = accumulator(member), rowSum = rowSum(member)
             for i in 0..<rows {
                 let sum = rowSum[i]
-                if sum > 0 {
-                    VectorMath.scale(accumulator + i * d, count: d, by: 1 / sum, into: context + i * stride)
+                if sum == 0 {
+                    (context + i * stride).update(repeating: 0, count: d)  // saw nothing
                 } else {
-                    (context + i * stride).update(repeating: 0, count: d)
+                    // A NaN sum (an overflow upstream) stays NaN.
+                    VectorMath.scale(accumulator + i * d, count: d, by: 1 / sum, into: context + i * stride)
                 }
             }
         }
@@ -244,15 +245,15 @@ enum FlashAttention {
                         let parts = (0..<chunks).map {
                             partials + ((firstItem + $0) * group + member) * partialStride + i * (d + 2)
                         }
-                        let maximum = parts.reduce(-Float.infinity) { max($0, $1[0]) }
+                        let maximum = parts.reduce(-Float.infinity) { $1[0].isNaN || $1[0] > $0 ? $1[0] : $0 }
                         let out = problem.context + (batch * n + first + i) * ldq + head * d
-                        guard maximum > -.infinity else {
-                            out.update(repeating: 0, count: d)
+                        guard maximum != -.infinity else {
+                            out.update(repeating: 0, count: d)  // no chunk saw a key
                             continue
                         }
                         merged.update(repeating: 0, count: d)
                         var sum: Float = 0
-                        for part in parts where part[0] > -.infinity {
+                        for part in parts where part[0] != -.infinity {
                             let weight = VectorMath.exp2(VectorMath.Vector(repeating: part[0] - maximum))[0]
                             sum += part[1] * weight
                             for e in 0..<d { merged[e] += part[2 + e] * weight }

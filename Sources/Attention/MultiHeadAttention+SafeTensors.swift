@@ -104,10 +104,11 @@ extension MultiHeadAttention {
                         + "nHeads \(config.nHeads), numKVHeads \(config.numKVHeads)"
                         + (parameter == .sinkStates ? ", numAttentionSinks \(config.numAttentionSinks)" : ""))
             }
+            try Self.requireFinite(value, name: "tensor \"\(name)\"")
             loaded.append((parameter, value))
         }
         for (parameter, value) in loaded {
-            try setWeight(value, for: parameter)  // shapes checked above: cannot throw
+            try setWeight(value, for: parameter)  // shapes and values checked above: cannot throw
         }
     }
 

@@ -38,8 +38,8 @@ extension MultiHeadAttention {
     /// Replaces one parameter.
     ///
     /// - Throws: ``AttentionError/invalidShape(_:)`` when `tensor`'s shape differs from
-    ///   ``expectedShape(of:)`` (or the configuration has no such parameter); the layer is then
-    ///   unchanged.
+    ///   ``expectedShape(of:)`` (or the configuration has no such parameter), and
+    ///   ``AttentionError/invalidInput(_:)`` when it holds NaN or ±∞; the layer is then unchanged.
     public mutating func setWeight(_ tensor: Tensor, for parameter: AttentionParameter) throws {
         guard let expected = expectedShape(of: parameter) else {
             throw AttentionError.invalidShape(
@@ -51,6 +51,7 @@ extension MultiHeadAttention {
                     + "nHeads \(config.nHeads), numKVHeads \(config.numKVHeads)"
                     + (parameter == .sinkStates ? ", numAttentionSinks \(config.numAttentionSinks)" : ""))
         }
+        try Self.requireFinite(tensor, name: parameter.stateDictName)
         switch parameter {
         case .qProj: qProj = tensor
         case .kProj: kProj = tensor
@@ -58,5 +59,21 @@ extension MultiHeadAttention {
         case .outProj: outProj = tensor
         case .sinkStates: sinkStates = tensor
         }
+    }
+
+    /// Throws ``AttentionError/invalidInput(_:)`` naming the first NaN or ±∞ of `tensor`.
+    ///
+    /// Inputs and weights must be finite: a NaN that reached the kernels would spread through
+    /// every product it meets (even `0 · NaN`, for a hidden key), so it is rejected at the door.
+    static func requireFinite(_ tensor: Tensor, name: String) throws {
+        guard let index = tensor.scalars.firstIndex(where: { !$0.isFinite }) else { return }
+        var position: [Int] = []
+        var rest = index
+        for extent in tensor.shape.reversed() {
+            position.insert(rest % extent, at: 0)
+            rest /= extent
+        }
+        throw AttentionError.invalidInput(
+            "\(name)\(position) (\(tensor.scalars[index])) must be finite; NaN and ±inf are rejected")
     }
 }

@@ -103,8 +103,8 @@ public struct MultiHeadAttention: Sendable {
     ///     a fresh seed; use ``forward(_:mask:training:dropoutSeed:kernel:)`` to fix it.
     /// - Returns: `[batch, seq, dModel]`. A query that sees no key at all (every score hidden)
     ///   attends to nothing: its context is zeros, so its output row is zeros.
-    /// - Throws: ``AttentionError`` for a wrong shape, a bad mask value or a size over
-    ///   ``AttentionLimits``; nothing is returned then.
+    /// - Throws: ``AttentionError`` for a wrong shape, a NaN or ±∞ in `x`, a bad mask value or
+    ///   a size over ``AttentionLimits``; nothing is returned then.
     public func forward(_ x: Tensor, mask: Tensor? = nil, training: Bool = false) throws -> Tensor {
         try forward(x, mask: mask, training: training, dropoutSeed: nil, kernel: nil)
     }
@@ -159,6 +159,7 @@ public struct MultiHeadAttention: Sendable {
                 "\(terms.0) (\(terms.1)) must be <= \(limit), BLAS's 32-bit size limit")
         }
         _ = try checkedElementCount([n, s + extraKeys + n], of: "score matrix [seq, keys]")
+        try Self.requireFinite(x, name: "x")
         return (batch, n)
     }
 

@@ -92,10 +92,17 @@ enum ReferenceAttention {
         }
     }
 
-    /// Softmax in place; a row with no finite score becomes zeros.
+    /// Softmax in place; a row with no visible key (every score −∞) becomes zeros, and a row
+    /// holding a NaN score (an overflow upstream) becomes NaN rather than a plausible number.
     private static func softmaxRow(_ row: UnsafeMutablePointer<Float>, count: Int) {
         var maximum = -Float.infinity
-        for j in 0..<count { maximum = max(maximum, row[j]) }
+        for j in 0..<count {
+            if row[j].isNaN {
+                row.update(repeating: .nan, count: count)
+                return
+            }
+            maximum = max(maximum, row[j])
+        }
         guard maximum > -.infinity else {
             row.update(repeating: 0, count: count)
             return

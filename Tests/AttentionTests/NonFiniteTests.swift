@@ -1,0 +1,58 @@
+import XCTest
+@testable import Attention
+
+/// The non-finite policy: NaN and ±∞ are rejected at the door (in `x`, in the weights, in the
+/// kernel inputs) with an error naming where they are, because once inside they spread through
+/// every product they meet, even `0 · NaN` for a hidden key. Finite inputs so large that the
+/// scores overflow give NaN outputs, never plausible numbers or zeros.
+final class NonFiniteTests: XCTestCase {
+    func testNaNOrInfinityInXIsRejected() throws {
+        let config = try AttentionConfig(dModel: 16, nHeads: 2, useAttentionSinks: true)
+        let model = try MultiHeadAttention(config: config, seed: 1)
+        for bad in [Float.nan, .infinity, -.infinity] {
+            var x = randomTensor([2, 6, 16], seed: 2)
+            x.scalars[(1 * 6 + 3) * 16 + 5] = bad
+            XCTAssertThrowsError(try model.forward(x)) { error in
+                XCTAssertEqual(error as? AttentionError,
+                               .invalidInput("x[1, 3, 5] (\(bad)) must be finite; NaN and ±inf are rejected"))
+            }
+            var cache = try KVCache(config: config, batch: 2, capacity: 8)
+            XCTAssertThrowsError(try model.forward(x, cache: &cache))
+            XCTAssertEqual(cache.lengths, [0, 0], "nothing written")
+        }
+    }
+
+    func testNaNInAWeightIsRejectedAndNothingChanges() throws {
+        var model = try MultiHeadAttention(config: try AttentionConfig(dModel: 16, nHeads: 2), seed: 1)
+        let before = model.outProj
+        var w = model.outProj
+        w.scalars[2 * 16 + 7] = .nan
+        XCTAssertThrowsError(try model.setWeight(w, for: .outProj)) { error in
+            XCTAssertEqual(error as? AttentionError,
+                           .invalidInput("out_proj.weight[2, 7] (nan) must be finite; NaN and ±inf are rejected"))
+        }
+        XCTAssertEqual(model.outProj, before)
+    }
+
+    func testNonFiniteKernelInputsAreRejected() throws {
+        let q = randomTensor([1, 3, 8], seed: 1)
+        var k = randomTensor([1, 3, 8], seed: 2)
+        k.scalars[4] = .infinity
+        XCTAssertThrowsError(try scaledDotProductAttention(queries: q, keys: k, values: q, nHeads: 2, numKVHeads: 2)) {
+            XCTAssertEqual($0 as? AttentionError,
+                           .invalidInput("keys[0, 0, 4] (inf) must be finite; NaN and ±inf are rejected"))
+        }
+    }
+
+    /// Scores of +∞ (finite 1e20 queries and keys overflow the dot product) must surface as NaN
+    /// in both kernels, not be mistaken for "no visible key" and turned into zeros.
+    func testOverflowingScoresGiveNaNNotZeros() throws {
+        let big = try Tensor(shape: [1, 4, 8], scalars: Array(repeating: 1e20, count: 32))
+        let values = randomTensor([1, 4, 8], seed: 3)
+        for kernel in AttentionKernel.allCases {
+            let out = try scaledDotProductAttention(queries: big, keys: big, values: values, nHeads: 2,
+                                                    numKVHeads: 2, kernel: kernel)
+            XCTAssertTrue(out.scalars.allSatisfy { $0.isNaN }, "\(kernel): \(out.scalars.prefix(8))")
+        }
+    }
+}
