@@ -4,12 +4,16 @@
 /// sinks are the first segment, this call's tokens the last, and a cache can add segments in
 /// between. A new source of keys needs no copy and no new kernel.
 struct KeyValueSegment: @unchecked Sendable {
-    /// Row 0, key/value head 0 of `[rowCount, numKVHeads * headDim]` keys (post-RoPE).
+    /// Row 0 of key/value head 0 of the keys (post-RoPE).
     var keys: UnsafePointer<Float>
-    /// Row 0, key/value head 0 of the matching values.
+    /// Row 0 of key/value head 0 of the matching values.
     var values: UnsafePointer<Float>
     /// Elements between consecutive rows of `keys` and of `values`.
     var rowStride: Int
+    /// Elements between key/value heads: `nil` when heads are column slices of a row
+    /// (`[rows, numKVHeads · headDim]`, as projections write them), `capacity · headDim` in a
+    /// head-major cache (`[numKVHeads, capacity, headDim]`, each head's rows contiguous).
+    var headStride: Int? = nil
     var rowCount: Int
     /// RoPE position of row 0; row `r` sits at `firstPosition + r`.
     var firstPosition: Int
@@ -18,6 +22,10 @@ struct KeyValueSegment: @unchecked Sendable {
     /// Mask column of row 0, or `nil` when the additive mask does not cover this segment
     /// (its additive term is then 0).
     var firstMaskColumn: Int?
+
+    /// Offset of key/value head `kvHead` from row 0 of head 0.
+    @inline(__always)
+    func headOffset(_ kvHead: Int, headDim: Int) -> Int { kvHead * (headStride ?? headDim) }
 }
 
 /// An additive mask viewed as `[batch, heads, queries, width]` with broadcast strides.

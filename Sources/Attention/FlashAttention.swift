@@ -331,8 +331,8 @@ enum FlashAttention {
                 guard firstRow < endRow else { continue }
                 let block = KeyBlock(
                     segment: segment, start: start, count: count, position: blockPosition, ruled: ruled,
-                    keys: segment.keys + start * segment.rowStride + kvHead * d,
-                    values: segment.values + start * segment.rowStride + kvHead * d,
+                    keys: segment.keys + start * segment.rowStride + segment.headOffset(kvHead, headDim: d),
+                    values: segment.values + start * segment.rowStride + segment.headOffset(kvHead, headDim: d),
                     rows: firstRow..<endRow)
                 for member in 0..<group {
                     accumulate(problem, block: block, batch: batch, head: kvHead * group + member,

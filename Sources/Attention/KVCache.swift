@@ -3,6 +3,8 @@
 ///
 /// Storage is GQA-compact: `numKVHeads · headDim` floats per token for keys and as many for
 /// values, never one copy per query head, so GQA shrinks the cache by `nHeads / numKVHeads`.
+/// It is head-major (`[batch, numKVHeads, capacity, headDim]`), so each head's cached keys are
+/// one contiguous matrix for the decode kernel.
 /// Sinks are not stored: the layer projects its `sinkStates` on every call (positions `0..<S`),
 /// so they stay visible however long the generation runs.
 ///
@@ -27,7 +29,8 @@ public struct KVCache: Sendable, Equatable {
     public let window: Int?
     /// Tokens each batch row has processed so far (also the position offset of its next token).
     public internal(set) var lengths: [Int]
-    /// `[batch, capacity, numKVHeads · headDim]`.
+    /// `[batch, numKVHeads, capacity, headDim]`: head-major, so one head's cached keys are a
+    /// contiguous matrix (decoding reads them with one streaming sgemv per block).
     var keys: [Float]
     var values: [Float]
 
@@ -91,24 +94,33 @@ public struct KVCache: Sendable, Equatable {
             let firstRun = min(stored, capacity - slot)
             return [(slot, firstRun, s + oldest), (0, stored - firstRun, s + oldest + firstRun)]
         }
-        return .init(keys: keys, values: values, batchStride: capacity * kvWidth, spans: spans)
+        return .init(keys: keys, values: values, batchStride: capacity * kvWidth,
+                     headStride: capacity * config.headDim, spans: spans)
     }
 
     /// Stores the real tokens of a chunk (`[batch · seq, kvWidth]` keys and values) after the
     /// tokens already held, evicting the oldest in a ring.
     mutating func append(keys newKeys: [Float], values newValues: [Float], seq: Int, counts: [Int]) {
-        let width = kvWidth
-        for b in 0..<batch {
-            let count = counts[b]
-            // In a ring only the last `capacity` tokens of the chunk survive.
-            for t in max(0, count - capacity)..<count {
-                let slot = (lengths[b] + t) % capacity
-                let target = (b * capacity + slot) * width, source = (b * seq + t) * width
-                keys.replaceSubrange(target..<(target + width), with: newKeys[source..<(source + width)])
-                values.replaceSubrange(target..<(target + width), with: newValues[source..<(source + width)])
+        let width = kvWidth, d = config.headDim
+        keys.withUnsafeMutableBufferPointer { keys in
+        values.withUnsafeMutableBufferPointer { values in
+            for b in 0..<batch {
+                let count = counts[b]
+                // In a ring only the last `capacity` tokens of the chunk survive.
+                for t in max(0, count - capacity)..<count {
+                    let slot = (lengths[b] + t) % capacity
+                    let source = (b * seq + t) * width
+                    for head in 0..<config.numKVHeads {
+                        let target = ((b * config.numKVHeads + head) * capacity + slot) * d
+                        for e in 0..<d {
+                            keys[target + e] = newKeys[source + head * d + e]
+                            values[target + e] = newValues[source + head * d + e]
+                        }
+                    }
+                }
+                lengths[b] += count
             }
-            lengths[b] += count
-        }
+        }}
     }
 }
 

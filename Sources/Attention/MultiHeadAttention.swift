@@ -165,11 +165,14 @@ public struct MultiHeadAttention: Sendable {
 
     /// Keys and values a chunk attends over besides its own tokens and the sinks: a KV cache.
     struct KeyValueHistory {
-        /// `[batch, capacity, numKVHeads · headDim]` post-RoPE keys, and the values.
+        /// `[batch, numKVHeads, capacity, headDim]` post-RoPE keys, and the values: head-major,
+        /// so each head's cached rows are contiguous for the decode sgemv.
         var keys: [Float]
         var values: [Float]
-        /// Elements between batch rows: `capacity · numKVHeads · headDim`.
+        /// Elements between batch rows: `numKVHeads · capacity · headDim`.
         var batchStride: Int
+        /// Elements between key/value heads: `capacity · headDim`.
+        var headStride: Int
         /// Per batch row, the stored runs in position order (a ring buffer that wraps has two).
         var spans: [[(slot: Int, count: Int, firstPosition: Int)]]
     }
@@ -230,11 +233,11 @@ public struct MultiHeadAttention: Sendable {
                 }
                 if let history {
                     for span in history.spans[b] where span.count > 0 {
-                        let offset = b * history.batchStride + span.slot * kvWidth
+                        let offset = b * history.batchStride + span.slot * hd
                         list.append(KeyValueSegment(
                             keys: historyKeys.baseAddress! + offset, values: historyValues.baseAddress! + offset,
-                            rowStride: kvWidth, rowCount: span.count, firstPosition: span.firstPosition,
-                            isSink: false, firstMaskColumn: nil))
+                            rowStride: hd, headStride: history.headStride, rowCount: span.count,
+                            firstPosition: span.firstPosition, isSink: false, firstMaskColumn: nil))
                     }
                 }
                 list.append(KeyValueSegment(

@@ -33,7 +33,7 @@ enum ReferenceAttention {
                         BLAS.gemm(transposeB: true, m: n, n: segment.rowCount, k: d,
                                   alpha: problem.scale,
                                   a: queries, lda: ldq,
-                                  b: segment.keys + kvHead * d, ldb: segment.rowStride,
+                                  b: segment.keys + segment.headOffset(kvHead, headDim: d), ldb: segment.rowStride,
                                   c: scores + column, ldc: keyCount)
                         column += segment.rowCount
                     }
@@ -61,7 +61,7 @@ enum ReferenceAttention {
                     for segment in segments {
                         BLAS.gemm(m: n, n: d, k: segment.rowCount,
                                   a: scores + column, lda: keyCount,
-                                  b: segment.values + kvHead * d, ldb: segment.rowStride,
+                                  b: segment.values + segment.headOffset(kvHead, headDim: d), ldb: segment.rowStride,
                                   beta: column == 0 ? 0 : 1,
                                   c: context, ldc: ldq)
                         column += segment.rowCount
