@@ -400,9 +400,14 @@ enum FlashAttention {
             row.update(repeating: -.infinity, count: visibleStart)
             (row + visibleEnd).update(repeating: -.infinity, count: padded - visibleEnd)
 
-            let blockMax = VectorMath.maximum(row, count: padded)
+            var blockMax = VectorMath.maximum(row, count: padded)
+            if blockMax == -.infinity && (visibleStart..<visibleEnd).contains(where: { row[$0].isNaN }) {
+                // Only NaN scores (an overflow, or a NaN input): the row must end NaN, not as
+                // "saw nothing" zeros. NaNs beside finite scores propagate through the sum.
+                blockMax = .nan
+            }
             let previousMax = rowMax[i]
-            let newMax = max(previousMax, blockMax)
+            let newMax = blockMax.isNaN ? blockMax : max(previousMax, blockMax)
             if newMax == -.infinity {
                 // Nothing visible yet: P row is zero, O and l stay zero.
                 row.update(repeating: 0, count: count)

@@ -16,8 +16,11 @@
 ///     `j <= i + keyLength − queryLength`. (PyTorch's `is_causal` aligns top-left when the
 ///     lengths differ; they agree when they are equal.)
 ///   - mask: additive, `[queryLength, keyLength]` or
-///     `[batch or 1, 1 or nHeads, queryLength, keyLength]`; NaN and `+∞` are rejected, as are
-///     NaN and ±∞ in `queries`, `keys` and `values`.
+///     `[batch or 1, 1 or nHeads, queryLength, keyLength]`; NaN and `+∞` are rejected.
+/// - Note: unlike ``MultiHeadAttention``, this function does not scan `queries`, `keys` and
+///   `values` for NaN or ±∞: against a long key cache the scan would cost as much as the
+///   attention. A non-finite input makes the outputs it reaches NaN (through `0 · NaN`, possibly
+///   rows that do not see it), never a finite wrong number.
 ///   - kernel: `.flash` (default) or `.reference`.
 ///   - workers: flash-kernel workers, `nil` for one per active processor.
 ///   - keySplit: how the flash kernel splits keys across workers for few queries.
@@ -64,9 +67,6 @@ func scaledDotProductAttention(
             "\(name) (\(value)) must be <= \(limit), BLAS's 32-bit size limit")
     }
     _ = try checkedElementCount([n, keyCount], of: "score matrix [queryLength, keyLength]")
-    for (name, tensor) in [("queries", queries), ("keys", keys), ("values", values)] {
-        try MultiHeadAttention.requireFinite(tensor, name: name)
-    }
     let layout = try mask.map {
         try MaskLayout.validate($0, batch: batch, heads: nHeads, queryCount: n, widths: [keyCount],
                                 context: "for batch \(batch), nHeads \(nHeads), queryLength \(n), keyLength \(keyCount)")

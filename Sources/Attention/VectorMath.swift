@@ -33,32 +33,29 @@ enum VectorMath {
         return result
     }
 
-    /// Largest of `row[0..<count]`; `count` a multiple of ``width``. `−∞` for an all-hidden row,
-    /// NaN when any score is NaN.
+    /// Largest non-NaN value of `row[0..<count]`; `count` a multiple of ``width``. `−∞` for a
+    /// row with no visible (and no NaN) score.
     @inline(__always)
     static func maximum(_ row: UnsafePointer<Float>, count: Int) -> Float {
         var best = Vector(repeating: -.infinity)
         var j = 0
         while j < count {
             let v = Vector(UnsafeBufferPointer(start: row + j, count: width))
-            // `.!(v .<= best)` is `v > best` or `v` NaN: a NaN score wins and propagates.
-            best.replace(with: v, where: .!(v .<= best))
+            // Compiles to `maxps`; a NaN lane never wins (the caller checks that case).
+            best.replace(with: v, where: v .> best)
             j += width
         }
         return horizontalMaximum(best)
     }
 
-    /// Largest lane (NaN if any lane is NaN), by halving (vector ops) rather than a 16-step
-    /// scalar loop.
+    /// Largest lane, by halving (vector ops) rather than a 16-step scalar loop.
     @inline(__always)
     static func horizontalMaximum(_ v: Vector) -> Float {
         var half8 = v.lowHalf
-        half8.replace(with: v.highHalf, where: .!(v.highHalf .<= half8))
+        half8.replace(with: v.highHalf, where: v.highHalf .> half8)
         var half4 = half8.lowHalf
-        half4.replace(with: half8.highHalf, where: .!(half8.highHalf .<= half4))
-        var best = half4[0]
-        for lane in 1..<4 where !(half4[lane] <= best) { best = half4[lane] }
-        return best
+        half4.replace(with: half8.highHalf, where: half8.highHalf .> half4)
+        return max(max(half4[0], half4[1]), max(half4[2], half4[3]))
     }
 
     /// Sum of the lanes, by halving.
