@@ -10,6 +10,8 @@ let package = Package(
     dependencies: [
         // The benchmark's command line only; the library depends on OpenBLAS and LAPACKE alone.
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        // `swift package generate-documentation --target Attention` (DocC); build-time only.
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
     targets: [
         // OpenBLAS's CBLAS interface. Only `Sources/Attention/BLAS.swift` imports it.
@@ -28,18 +30,28 @@ let package = Package(
             name: "Attention",
             dependencies: ["CBLAS", "CLAPACKE"]
         ),
-        .executableTarget(
-            name: "attention-bench",
+        // The benchmark's command, workloads and report formats, as a library so that
+        // `AttentionBenchTests` can parse arguments and run a tiny workload in-process.
+        .target(
+            name: "AttentionBenchCore",
             dependencies: [
                 "Attention",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
+        ),
+        .executableTarget(
+            name: "attention-bench",
+            dependencies: ["AttentionBenchCore"]
         ),
         .testTarget(
             name: "AttentionTests",
             dependencies: ["Attention"],
             // Golden outputs from PyTorch (Scripts/make_fixtures.py), read via Bundle.module.
             resources: [.copy("Fixtures")]
+        ),
+        .testTarget(
+            name: "AttentionBenchTests",
+            dependencies: ["AttentionBenchCore"]
         ),
     ]
 )

@@ -1,0 +1,194 @@
+import Foundation
+
+/// The measured sgemm rate at one thread count: `C = A·B` with square `size × size` matrices.
+public struct SgemmRate: Sendable, Codable, Equatable {
+    public var threads: Int
+    public var size: Int
+    public var medianMs: Double
+    /// `2·size³ / median time`, in 10⁹ flop/s.
+    public var gflops: Double
+}
+
+/// One (sequence length, thread count, kernel) measurement.
+public struct BenchResult: Sendable, Codable, Equatable {
+    public var mode: Workload.Mode
+    public var kernel: BenchKernel
+    public var batch: Int
+    public var seq: Int
+    public var dModel: Int
+    public var heads: Int
+    public var kvHeads: Int
+    public var headDim: Int
+    public var sinks: Int
+    public var rope: Bool
+    public var causal: Bool
+    /// OpenBLAS threads, and the flash kernel's worker count.
+    public var threads: Int
+    public var iterations: Int
+    public var medianMs: Double
+    public var minMs: Double
+    /// Flop count of one call (``Workload/flops(sequenceLength:)``), in 10⁹.
+    public var gflop: Double
+    /// `gflop / median time`.
+    public var gflops: Double
+    /// The sgemm rate measured at the same thread count, or `nil` when it was skipped.
+    public var sgemmGflops: Double?
+    /// `100 · gflops / sgemmGflops`.
+    public var percentOfSgemm: Double?
+    /// Median time at the fewest threads tested (same N and kernel) over this median.
+    public var speedupOverFewestThreads: Double
+    /// Reference median over flash median at the same N and threads (`nil` unless both ran).
+    public var flashOverReference: Double?
+}
+
+/// Resident memory around one sequence length's measurements.
+public struct MemoryReading: Sendable, Codable, Equatable {
+    public var seq: Int
+    /// Peak RSS after allocating the inputs, weights and one output-sized buffer, before the
+    /// first call.
+    public var baselinePeakRssBytes: Int
+    /// Peak RSS after every call at this sequence length.
+    public var peakRssBytes: Int
+    /// `peakRssBytes − baselinePeakRssBytes`: memory the calls needed beyond inputs, weights
+    /// and output. Meaningful when the process measures one sequence length and one kernel.
+    public var extraBytes: Int { peakRssBytes - baselinePeakRssBytes }
+}
+
+/// Everything one run measured.
+public struct BenchReport: Sendable, Codable, Equatable {
+    public var machine: MachineInfo
+    public var workload: Workload
+    public var sgemm: [SgemmRate]
+    public var results: [BenchResult]
+    public var memory: [MemoryReading]
+    /// Peak RSS of the whole run.
+    public var peakRssBytes: Int
+}
+
+/// The output formats of `attention-bench --format`.
+public enum OutputFormat: String, Sendable, CaseIterable {
+    case table, csv, json
+}
+
+extension BenchReport {
+    public func rendered(as format: OutputFormat, reportRSS: Bool = false) throws -> String {
+        switch format {
+        case .table: return table(reportRSS: reportRSS)
+        case .csv: return csv()
+        case .json: return try json()
+        }
+    }
+
+    /// Column names of ``csv()``, in order.
+    public static let csvColumns = [
+        "mode", "kernel", "batch", "seq", "d_model", "heads", "kv_heads", "head_dim", "sinks",
+        "rope", "causal", "threads", "iterations", "median_ms", "min_ms", "gflop", "gflops",
+        "sgemm_gflops", "pct_of_sgemm", "speedup_over_fewest_threads", "flash_over_reference",
+        "openblas_core",
+    ]
+
+    /// One header line, then one line per result; empty fields where a value does not apply.
+    public func csv() -> String {
+        func number(_ value: Double?, _ digits: Int) -> String {
+            value.map { String(format: "%.\(digits)f", $0) } ?? ""
+        }
+        var lines = [Self.csvColumns.joined(separator: ",")]
+        for r in results {
+            let fields: [String] = [
+                r.mode.rawValue, r.kernel.rawValue, "\(r.batch)", "\(r.seq)", "\(r.dModel)",
+                "\(r.heads)", "\(r.kvHeads)", "\(r.headDim)", "\(r.sinks)", "\(r.rope)",
+                "\(r.causal)", "\(r.threads)", "\(r.iterations)", number(r.medianMs, 4),
+                number(r.minMs, 4), number(r.gflop, 6), number(r.gflops, 3),
+                number(r.sgemmGflops, 3), number(r.percentOfSgemm, 2),
+                number(r.speedupOverFewestThreads, 4), number(r.flashOverReference, 4),
+                machine.openblasCore,
+            ]
+            lines.append(fields.joined(separator: ","))
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// The whole report, snake_case keys, sorted, pretty-printed.
+    public func json() throws -> String {
+        let encoder = JSONEncoder()
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return String(decoding: try encoder.encode(self), as: UTF8.self) + "\n"
+    }
+
+    public static func decode(json: String) throws -> BenchReport {
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        return try decoder.decode(BenchReport.self, from: Data(json.utf8))
+    }
+
+    /// A human-readable summary: machine, sgemm rates, one row per measurement, memory.
+    public func table(reportRSS: Bool = false) -> String {
+        let w = workload, m = machine
+        var out: [String] = []
+        let what = w.mode == .forward
+            ? "MultiHeadAttention.forward (projections + RoPE + sinks + attention)"
+            : "scaledDotProductAttention (attention kernel alone)"
+        out.append("attention-bench: \(what)")
+        var shape = "B=\(w.batch) dModel=\(w.dModel) H=\(w.heads) Hkv=\(w.kvHeads) D=\(w.headDim)"
+        if w.mode == .forward { shape += " sinks=\(w.sinks) RoPE=\(w.rope ? "on" : "off")" }
+        shape += " \(w.causal ? "causal" : "not causal")"
+        let cap = w.maxSeconds > 0 && w.iterations > 3
+            ? String(format: " (fewer, but at least 3, once past %g s)", w.maxSeconds) : ""
+        shape += "; median of \(w.iterations) calls\(cap) after \(w.warmup) warm-up"
+        out.append("  workload: \(shape)")
+        out.append("  CPU:      \(m.cpuModel), \(m.activeProcessors) processors (OpenBLAS sees \(m.openblasProcessors)); benchmark built \(m.buildConfiguration)")
+        out.append("  OpenBLAS: \(m.openblasVersion), core \(m.openblasCore), \(m.openblasThreading) build (\(m.openblasLibrary))")
+        out.append("            config \"\(m.openblasConfiguration)\"; OPENBLAS_CORETYPE=\(m.openblasCoretypeVariable ?? "(unset)") OPENBLAS_NUM_THREADS=\(m.openblasNumThreadsVariable ?? "(unset)")")
+        if !sgemm.isEmpty {
+            let rates = sgemm.map { "\($0.threads) thread\($0.threads == 1 ? "" : "s") \(String(format: "%.1f", $0.gflops)) GF/s" }
+            out.append("  sgemm \(sgemm[0].size)³: " + rates.joined(separator: ", "))
+        }
+        out.append("")
+
+        let header = ["seq", "threads", "kernel", "calls", "median ms", "min ms", "GF/s", "% sgemm", "speed-up", "flash vs ref"]
+        var rows: [[String]] = []
+        for r in results {
+            rows.append([
+                "\(r.seq)", "\(r.threads)", r.kernel.rawValue, "\(r.iterations)",
+                String(format: "%.3f", r.medianMs), String(format: "%.3f", r.minMs),
+                String(format: "%.1f", r.gflops),
+                r.percentOfSgemm.map { String(format: "%.0f %%", $0) } ?? "-",
+                String(format: "%.2f×", r.speedupOverFewestThreads),
+                r.flashOverReference.map { String(format: "%.2f×", $0) } ?? "-",
+            ])
+        }
+        let widths = header.indices.map { column in
+            ([header[column]] + rows.map { $0[column] }).map(\.count).max() ?? 0
+        }
+        func line(_ cells: [String]) -> String {
+            cells.enumerated().map { column, cell in
+                let pad = String(repeating: " ", count: widths[column] - cell.count)
+                return column == 2 ? cell + pad : pad + cell   // kernel left-aligned
+            }.joined(separator: "  ")
+        }
+        out.append(line(header))
+        out.append(line(widths.map { String(repeating: "-", count: $0) }))
+        var previousSeq: Int?
+        for (r, row) in zip(results, rows) {
+            if let previousSeq, previousSeq != r.seq { out.append("") }
+            previousSeq = r.seq
+            out.append(line(row))
+        }
+        out.append("")
+        let fewest = w.threadCounts.min() ?? 1
+        out.append("GF/s counts \(w.mode == .forward ? "projections + " : "")4·B·H·D·(visible scores) flops (see --help); "
+                   + "speed-up is over \(fewest) thread\(fewest == 1 ? "" : "s"); flash vs ref = reference time / flash time.")
+        if reportRSS {
+            for reading in memory {
+                out.append(String(format: "RSS at seq %d: baseline %.1f MiB (inputs, weights, output allocated), peak %.1f MiB, extra %.1f MiB",
+                                  reading.seq, mebibytes(reading.baselinePeakRssBytes),
+                                  mebibytes(reading.peakRssBytes), mebibytes(reading.extraBytes)))
+            }
+        }
+        out.append(String(format: "peak RSS: %.1f MiB", mebibytes(peakRssBytes)))
+        return out.joined(separator: "\n") + "\n"
+    }
+}
+
+func mebibytes(_ bytes: Int) -> Double { Double(bytes) / 1_048_576 }

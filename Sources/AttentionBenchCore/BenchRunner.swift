@@ -1,0 +1,205 @@
+import Attention
+import Foundation
+
+/// Runs a ``Workload``: the sgemm rate first, then, per sequence length and thread count, the
+/// chosen kernels side by side.
+///
+/// At each (N, threads) every kernel is warmed up, then the timed calls interleave the kernels
+/// (flash, reference, reference, flash, …) so that a slow spell of a shared machine lands on
+/// both, and the flash-vs-reference ratio compares like with like.
+public struct BenchRunner {
+    public var workload: Workload
+    /// Receives one line per step (the command sends them to stderr).
+    public var progress: (String) -> Void
+
+    public init(workload: Workload, progress: @escaping (String) -> Void = { _ in }) {
+        self.workload = workload
+        self.progress = progress
+    }
+
+    public func run() throws -> BenchReport {
+        let machine = MachineInfo.current()
+        let savedThreads = BLAS.threadCount
+        defer { BLAS.threadCount = savedThreads }
+
+        let sgemm = try measureSgemm()
+        var results: [BenchResult] = []
+        var memory: [MemoryReading] = []
+        for n in workload.sequenceLengths {
+            let (rows, reading) = try measure(sequenceLength: n, sgemm: sgemm)
+            results += rows
+            memory.append(reading)
+        }
+        return BenchReport(machine: machine, workload: workload, sgemm: sgemm, results: results,
+                           memory: memory, peakRssBytes: ResidentMemory.peakBytes())
+    }
+
+    // MARK: sgemm rate
+
+    /// `C = A·B`, square `sgemmSize`, at one thread and at every thread count of the workload.
+    func measureSgemm() throws -> [SgemmRate] {
+        let size = workload.sgemmSize
+        guard size > 0 else { return [] }
+        let a = Self.uniformScalars(count: size * size, seed: 1)
+        let b = Self.uniformScalars(count: size * size, seed: 2)
+        var c = [Float](repeating: 0, count: size * size)
+        var rates: [SgemmRate] = []
+        for threads in Set([1] + workload.threadCounts).sorted() {
+            BLAS.threadCount = threads
+            progress("sgemm \(size)³ at \(threads) thread\(threads == 1 ? "" : "s")")
+            var samples: [Double] = []
+            for repetition in 0..<12 {
+                let seconds = try a.withUnsafeBufferPointer { a in
+                    try b.withUnsafeBufferPointer { b in
+                        try c.withUnsafeMutableBufferPointer { c in
+                            try Self.time {
+                                try BLAS.sgemm(m: size, n: size, k: size, a: a, lda: size,
+                                               b: b, ldb: size, c: c, ldc: size)
+                            }
+                        }
+                    }
+                }
+                if repetition >= 2 { samples.append(seconds) }   // two warm-up calls
+            }
+            let median = Self.median(samples)
+            rates.append(SgemmRate(threads: threads, size: size, medianMs: median * 1000,
+                                   gflops: 2 * pow(Double(size), 3) / median / 1e9))
+        }
+        return rates
+    }
+
+    // MARK: attention
+
+    /// One call of the workload at a fixed sequence length, thread count and kernel.
+    private struct Subject {
+        let call: (BenchKernel, Int) throws -> Void
+    }
+
+    private func makeSubject(sequenceLength n: Int) throws -> Subject {
+        let w = workload
+        switch w.mode {
+        case .forward:
+            let layer = try MultiHeadAttention(config: try w.attentionConfig(), seed: w.seed)
+            let x = try Tensor(shape: [w.batch, n, w.dModel],
+                               scalars: Self.uniformScalars(count: w.batch * n * w.dModel, seed: w.seed &+ 1))
+            return Subject { kernel, threads in
+                var layer = layer
+                layer.kernelWorkerCount = threads
+                _ = try layer.forward(x, mask: nil, training: false, dropoutSeed: 0,
+                                      kernel: kernel.attentionKernel)
+            }
+        case .attentionOnly:
+            let qCount = w.batch * n * w.heads * w.headDim, kvCount = w.batch * n * w.kvDim
+            let q = try Tensor(shape: [w.batch, n, w.heads * w.headDim],
+                               scalars: Self.uniformScalars(count: qCount, seed: w.seed &+ 1))
+            let k = try Tensor(shape: [w.batch, n, w.kvDim],
+                               scalars: Self.uniformScalars(count: kvCount, seed: w.seed &+ 2))
+            let v = try Tensor(shape: [w.batch, n, w.kvDim],
+                               scalars: Self.uniformScalars(count: kvCount, seed: w.seed &+ 3))
+            return Subject { kernel, threads in
+                _ = try scaledDotProductAttention(
+                    queries: q, keys: k, values: v, nHeads: w.heads, numKVHeads: w.kvHeads,
+                    isCausal: w.causal, kernel: kernel.attentionKernel, workers: threads)
+            }
+        }
+    }
+
+    private func measure(sequenceLength n: Int, sgemm: [SgemmRate]) throws -> ([BenchResult], MemoryReading) {
+        let w = workload
+        let subject = try makeSubject(sequenceLength: n)
+        // Baseline: inputs and weights are allocated; hold and touch one output-sized buffer too,
+        // so that the peak after the calls minus this baseline is what the calls needed beyond
+        // inputs, weights and output.
+        do {
+            let outputCount = w.batch * n * (w.mode == .forward ? w.dModel : w.heads * w.headDim)
+            Self.keep([Float](repeating: 1, count: outputCount))
+        }
+        let baseline = ResidentMemory.peakBytes()
+
+        var medians: [BenchKernel: [Int: Double]] = [:]
+        var rows: [BenchResult] = []
+        for threads in w.threadCounts {
+            BLAS.threadCount = threads
+            for kernel in w.kernels {
+                for call in 0..<w.warmup {
+                    progress("N=\(n) threads=\(threads) \(kernel.rawValue): warm-up \(call + 1)/\(w.warmup)")
+                    try subject.call(kernel, threads)
+                }
+            }
+            var samples: [BenchKernel: [Double]] = [:]
+            var spent = 0.0
+            for iteration in 0..<w.iterations {
+                progress("N=\(n) threads=\(threads): iteration \(iteration + 1)/\(w.iterations)")
+                let order = iteration % 2 == 0 ? w.kernels : w.kernels.reversed()
+                for kernel in order {
+                    let seconds = try Self.time { try subject.call(kernel, threads) }
+                    samples[kernel, default: []].append(seconds)
+                    spent += seconds
+                }
+                if w.maxSeconds > 0, iteration + 1 >= 3, spent > w.maxSeconds { break }
+            }
+            let sgemmRate = sgemm.first { $0.threads == threads }?.gflops
+            let gflop = w.flops(sequenceLength: n) / 1e9
+            for kernel in w.kernels {
+                let times = samples[kernel] ?? []
+                let median = Self.median(times)
+                medians[kernel, default: [:]][threads] = median
+                let gflops = gflop / median
+                rows.append(BenchResult(
+                    mode: w.mode, kernel: kernel, batch: w.batch, seq: n, dModel: w.dModel,
+                    heads: w.heads, kvHeads: w.kvHeads, headDim: w.headDim, sinks: w.sinks,
+                    rope: w.rope, causal: w.causal, threads: threads, iterations: times.count,
+                    medianMs: median * 1000, minMs: (times.min() ?? .nan) * 1000,
+                    gflop: gflop, gflops: gflops, sgemmGflops: sgemmRate,
+                    percentOfSgemm: sgemmRate.map { 100 * gflops / $0 },
+                    speedupOverFewestThreads: 1, flashOverReference: nil))
+            }
+        }
+        let peak = ResidentMemory.peakBytes()
+
+        // Ratios need every median of this sequence length.
+        let fewest = w.threadCounts.min()!
+        for index in rows.indices {
+            let r = rows[index]
+            let mine = medians[r.kernel]![r.threads]!
+            rows[index].speedupOverFewestThreads = medians[r.kernel]![fewest]! / mine
+            if let flash = medians[.flash]?[r.threads], let reference = medians[.reference]?[r.threads] {
+                rows[index].flashOverReference = reference / flash
+            }
+        }
+        return (rows, MemoryReading(seq: n, baselinePeakRssBytes: baseline, peakRssBytes: peak))
+    }
+
+    // MARK: helpers
+
+    static func time(_ body: () throws -> Void) rethrows -> Double {
+        let start = ContinuousClock.now
+        try body()
+        let elapsed = ContinuousClock.now - start
+        let (seconds, attoseconds) = elapsed.components
+        return Double(seconds) + Double(attoseconds) * 1e-18
+    }
+
+    /// Holds `scalars` until it returns, so the optimiser cannot drop the allocation.
+    @_optimize(none)
+    static func keep(_ scalars: [Float]) {}
+
+    static func median(_ values: [Double]) -> Double {
+        guard !values.isEmpty else { return .nan }
+        let sorted = values.sorted()
+        let middle = sorted.count / 2
+        return sorted.count % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
+    }
+
+    /// Deterministic uniform values in [-1, 1) (a 64-bit LCG; the top 24 bits of each step).
+    static func uniformScalars(count: Int, seed: UInt64) -> [Float] {
+        var state = seed &* 0x9E37_79B9_7F4A_7C15 &+ 1
+        return [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+            for i in 0..<count {
+                state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+                buffer[i] = Float(state >> 40) * (2 / Float(1 << 24)) - 1
+            }
+            initialized = count
+        }
+    }
+}

@@ -1,0 +1,143 @@
+import ArgumentParser
+import AttentionBenchCore
+import Foundation
+import XCTest
+
+/// `attention-bench`'s command line: the defaults the issue asks for, every option, and
+/// arguments that must be refused with a one-line message.
+final class ArgumentParsingTests: XCTestCase {
+    func testDefaultsAreTheDocumentedWorkload() throws {
+        let command = try AttentionBenchCommand.parse([])
+        let w = command.workload
+        XCTAssertEqual(w.mode, .forward)
+        XCTAssertEqual([w.dModel, w.heads, w.kvHeads, w.headDim, w.batch, w.sinks], [768, 12, 4, 64, 1, 4])
+        XCTAssertTrue(w.rope)
+        XCTAssertTrue(w.causal)
+        XCTAssertEqual(w.sequenceLengths, [256, 512, 1024, 2048, 4096])
+        XCTAssertEqual(w.threadCounts, Array(1...ProcessInfo.processInfo.activeProcessorCount))
+        XCTAssertEqual(w.kernels, [.flash, .reference])
+        XCTAssertEqual(w.iterations, 10)
+        XCTAssertEqual(w.warmup, 1)
+        XCTAssertEqual(w.maxSeconds, 6)
+        XCTAssertEqual(w.sgemmSize, 1024)
+        XCTAssertEqual(command.format, .table)
+        XCTAssertNil(command.output)
+        XCTAssertFalse(command.reportRSS)
+        XCTAssertFalse(command.quiet)
+    }
+
+    func testEveryOptionIsParsed() throws {
+        let command = try AttentionBenchCommand.parse([
+            "--d-model", "256", "--heads", "8", "--kv-heads", "2", "--seq", "7,113", "--batch", "3",
+            "--sinks", "2", "--no-causal", "--no-rope", "--threads", "2,1", "--iterations", "4",
+            "--warmup", "0", "--kernel", "reference", "--format", "csv", "--output", "/tmp/x.csv",
+            "--sgemm-size", "0", "--max-seconds", "0.5", "--quiet",
+        ])
+        let w = command.workload
+        XCTAssertEqual(w.mode, .forward)
+        XCTAssertEqual([w.dModel, w.heads, w.kvHeads, w.headDim, w.batch, w.sinks], [256, 8, 2, 32, 3, 2])
+        XCTAssertFalse(w.causal)
+        XCTAssertFalse(w.rope)
+        XCTAssertEqual(w.sequenceLengths, [7, 113])
+        XCTAssertEqual(w.threadCounts, [2, 1])
+        XCTAssertEqual(w.iterations, 4)
+        XCTAssertEqual(w.warmup, 0)
+        XCTAssertEqual(w.kernels, [.reference])
+        XCTAssertEqual(w.sgemmSize, 0)
+        XCTAssertEqual(w.maxSeconds, 0.5)
+        XCTAssertEqual(command.format, .csv)
+        XCTAssertEqual(command.output, "/tmp/x.csv")
+        XCTAssertTrue(command.quiet)
+
+        XCTAssertEqual(try AttentionBenchCommand.parse(["--kernel", "flash"]).workload.kernels, [.flash])
+        XCTAssertEqual(try AttentionBenchCommand.parse(["--format", "json"]).format, .json)
+        XCTAssertTrue(try AttentionBenchCommand.parse(["--causal"]).workload.causal)
+        XCTAssertTrue(try AttentionBenchCommand.parse(["--rope"]).workload.rope)
+        XCTAssertTrue(try AttentionBenchCommand.parse(["--seq", "4096", "--kernel", "flash", "--report-rss"]).reportRSS)
+    }
+
+    func testAttentionOnlyHasNoSinksOrRoPE() throws {
+        let w = try AttentionBenchCommand.parse(["--attention-only", "--kv-heads", "12", "--sinks", "0"]).workload
+        XCTAssertEqual(w.mode, .attentionOnly)
+        XCTAssertEqual(w.sinks, 0)
+        XCTAssertFalse(w.rope)
+        XCTAssertEqual(w.kvHeads, 12)
+        XCTAssertEqual(try AttentionBenchCommand.parse(["--attention-only", "--no-rope"]).workload.mode, .attentionOnly)
+    }
+
+    func testBadArgumentsAreRejected() {
+        let cases: [[String]] = [
+            ["--bogus"],
+            ["--seq", "0"],
+            ["--seq", "-5"],
+            ["--seq", "1,a"],
+            ["--seq", ""],
+            ["--seq", "64,64"],
+            ["--threads", "0"],
+            ["--threads", "1,1"],
+            ["--d-model", "0"],
+            ["--d-model", "x"],
+            ["--heads", "5"],              // 5 does not divide 768
+            ["--kv-heads", "5"],           // 5 does not divide 12
+            ["--kv-heads", "0"],
+            ["--batch", "0"],
+            ["--sinks", "-1"],
+            ["--iterations", "0"],
+            ["--warmup", "-1"],
+            ["--max-seconds", "-1"],
+            ["--sgemm-size", "-1"],
+            ["--kernel", "fast"],
+            ["--format", "xml"],
+            ["--d-model", "36", "--heads", "12"],                 // head dim 3 is odd: no RoPE
+            ["--attention-only", "--sinks", "4"],
+            ["--attention-only", "--rope"],
+            ["--report-rss"],                                    // five seqs, two kernels
+            ["--report-rss", "--seq", "1024"],                   // two kernels
+            ["--seq", "1000000", "--kernel", "reference"],       // 4 TB score matrix
+            ["positional"],
+        ]
+        for arguments in cases {
+            XCTAssertThrowsError(try AttentionBenchCommand.parse(arguments), "\(arguments)")
+        }
+        // The head-dim rule is RoPE's alone.
+        XCTAssertNoThrow(try AttentionBenchCommand.parse(["--d-model", "36", "--heads", "12", "--no-rope"]))
+    }
+
+    func testBadArgumentsExitNonZeroWithOneLine() throws {
+        for arguments in [["--seq", "0"], ["--bogus"], ["--kernel", "fast"]] {
+            let pipe = Pipe()
+            let status = withStandardError(redirectedTo: pipe) {
+                AttentionBenchCommand.main(arguments: arguments)
+            }
+            let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            XCTAssertEqual(status, 64, "\(arguments)")
+            XCTAssertTrue(text.hasPrefix("attention-bench: error: "), "\(arguments): \(text)")
+            XCTAssertEqual(text.split(separator: "\n").count, 1, "\(arguments): \(text)")
+        }
+    }
+
+    func testFlopCountsFollowTheStatedFormula() throws {
+        var w = try AttentionBenchCommand.parse(["--d-model", "64", "--heads", "4", "--kv-heads", "2", "--sinks", "3"]).workload
+        let n = 10.0, d = 16.0, b = 1.0, h = 4.0, s = 3.0, kvDim = 32.0, dModel = 64.0
+        let causalScores = n * s + n * (n + 1) / 2
+        let attention = 4 * b * h * d * causalScores
+        let projections = 2 * b * n * dModel * (2 * dModel + 2 * kvDim) + 2 * s * dModel * 2 * kvDim
+        XCTAssertEqual(w.flops(sequenceLength: 10), attention + projections)
+        w.causal = false
+        XCTAssertEqual(w.visibleScores(sequenceLength: 10), n * s + n * n)
+        w.mode = .attentionOnly
+        w.sinks = 0
+        XCTAssertEqual(w.flops(sequenceLength: 10), 4 * b * h * d * n * n)
+    }
+
+    /// Runs `body` with file descriptor 2 pointing into `pipe`, then restores it.
+    private func withStandardError(redirectedTo pipe: Pipe, _ body: () -> Int32) -> Int32 {
+        let saved = dup(2)
+        dup2(pipe.fileHandleForWriting.fileDescriptor, 2)
+        let status = body()
+        dup2(saved, 2)
+        close(saved)
+        try? pipe.fileHandleForWriting.close()
+        return status
+    }
+}
