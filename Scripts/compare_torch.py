@@ -3,6 +3,7 @@
 
     python3 Scripts/compare_torch.py                   # the bench's default workload
     python3 Scripts/compare_torch.py --seq 1024 --threads 1,2 --rounds 5 --csv torch.csv
+    python3 Scripts/compare_torch.py --decode          # one query against a 1024/4096-token cache
 
 Two workloads, each at every (seq, threads):
 
@@ -25,6 +26,18 @@ The runs are interleaved so that drift of a shared machine lands on both sides: 
 PyTorch timing of the same shape (same counts, median), alternating which goes first. Each side's
 row value is the median over rounds; the ratio is PyTorch time / Swift time (above 1: Swift is
 faster). GF/s uses the bench's flop formula (`attention-bench --help`).
+
+--decode compares one decoding step instead (the issue's decode benchmark):
+
+  decode  Swift: `attention-bench --decode --attention-only` (scaledDotProductAttention, one query
+          [B, 1, H*D] against [B, N, Hkv*D] keys/values, not causal), both its rows: key split off
+          (KeySplit.never) and on (KeySplit.chunks(4*threads)). PyTorch: F.scaled_dot_product_attention
+          with one query [B, H, 1, D] against a contiguous [B, Hkv, N, D] cache (the layout of a
+          PyTorch KV cache), enable_gqa=True. On a torch without enable_gqa the keys and values
+          are repeat_interleave'd to H heads inside the timed call (a cache holds Hkv heads, so
+          that copy is part of every decoding step). N defaults to 1024,4096, --iterations to 50,
+          --warmup to 5. One table row per (N, threads, Swift split); both splits of a round
+          come from the same Swift process and are compared with the same PyTorch timing.
 
 Threads: the Swift bench sets OpenBLAS threads and flash workers to t; PyTorch gets
 torch.set_num_threads(t). Inputs are fp32 uniform in [-1, 1); weights follow PyTorch's defaults.
@@ -77,13 +90,22 @@ def parse_arguments(argv):
     p.add_argument("--no-rope", action="store_true", help="module workload only")
     p.add_argument("--no-causal", action="store_true")
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--seq", type=int_list, default=[256, 512, 1024, 2048, 4096])
+    p.add_argument("--decode", action="store_true",
+                   help="one query against N cached keys/values (see the docstring); ignores --workload")
+    p.add_argument("--seq", type=int_list, default=None,
+                   help="sequence lengths (default 256,512,1024,2048,4096; --decode: cache lengths 1024,4096)")
     p.add_argument("--threads", type=int_list, default=list(range(1, cores + 1)))
     p.add_argument("--rounds", type=int, default=3, help="alternating Swift/PyTorch runs per row")
-    p.add_argument("--iterations", type=int, default=5, help="timed calls per run (median)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed calls per run")
+    p.add_argument("--iterations", type=int, default=None, help="timed calls per run (median; default 5, --decode 50)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed calls per run (default 1, --decode 5)")
     p.add_argument("--csv", help="also write the rows to this CSV file")
     a = p.parse_args(argv)
+    if a.seq is None:
+        a.seq = [1024, 4096] if a.decode else [256, 512, 1024, 2048, 4096]
+    if a.iterations is None:
+        a.iterations = 50 if a.decode else 5
+    if a.warmup is None:
+        a.warmup = 5 if a.decode else 1
     for name in ["d_model", "heads", "kv_heads", "batch", "rounds", "iterations"]:
         if getattr(a, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be > 0")
@@ -234,6 +256,27 @@ if torch is not None:
         x = torch.rand(a.batch, n, a.d_model) * 2 - 1
         return lambda: module(x)
 
+    def sdpa_has_enable_gqa():
+        try:
+            x = torch.zeros(1, 2, 1, 4)
+            F.scaled_dot_product_attention(x, x[:, :1], x[:, :1], enable_gqa=True)
+            return True
+        except TypeError:
+            return False
+
+    def torch_decode_subject(a, n):
+        """One decoding step: one query [B, H, 1, D] against a [B, Hkv, N, D] cache, not causal."""
+        torch.manual_seed(42)
+        h, hkv, d = a.heads, a.kv_heads, a.d_model // a.heads
+        q = (torch.rand(a.batch, 1, h * d) * 2 - 1).view(a.batch, 1, h, d).transpose(1, 2)
+        k = torch.rand(a.batch, hkv, n, d) * 2 - 1
+        v = torch.rand(a.batch, hkv, n, d) * 2 - 1
+        if sdpa_has_enable_gqa():
+            return lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+        group = h // hkv  # no enable_gqa: the repeat is part of every step (the cache holds Hkv heads)
+        return lambda: F.scaled_dot_product_attention(
+            q, k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1))
+
 
 # ---------------------------------------------------------------------------------------------
 # Swift side.
@@ -265,7 +308,86 @@ def swift_run(a, bench, workload, n, threads):
     return report["results"][0]["median_ms"], report
 
 
+def swift_decode_run(a, bench, n, threads):
+    """One `attention-bench --decode --attention-only` process; returns ({split: median ms}, report)."""
+    command = [bench, "--decode", "--attention-only", "--seq", str(n), "--threads", str(threads),
+               "--d-model", str(a.d_model), "--heads", str(a.heads), "--kv-heads", str(a.kv_heads),
+               "--batch", str(a.batch), "--iterations", str(a.iterations), "--warmup", str(a.warmup),
+               "--sgemm-size", "0", "--format", "json", "--quiet"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"compare_torch.py: {' '.join(command)} failed: {done.stderr.strip()}")
+    report = json.loads(done.stdout)
+    return {row["split"]: row for row in report["decode"]}, report
+
+
 # ---------------------------------------------------------------------------------------------
+
+def decode_main(a, bench):
+    """--decode: Swift's kernel-only decode rows against PyTorch SDPA, one query per call."""
+    rows, machine = [], None
+    for n in a.seq:
+        subject = torch_decode_subject(a, n)
+        for threads in a.threads:
+            torch.set_num_threads(threads)
+            swift_times, torch_times, chunks = {"unsplit": [], "split": []}, [], {}
+            for round_ in range(a.rounds):
+                print(f"compare_torch.py: decode N={n} threads={threads} round {round_ + 1}/{a.rounds} "
+                      f"(load {os.getloadavg()[0]:.2f})", file=sys.stderr)
+
+                def run_torch():
+                    with torch.inference_mode():
+                        torch_times.append(torch_median_ms(subject, a.iterations, a.warmup))
+                    time.sleep(0.05)  # let OpenMP's spinning workers go idle before Swift runs
+
+                def run_swift():
+                    nonlocal machine
+                    by_split, report = swift_decode_run(a, bench, n, threads)
+                    for split, row in by_split.items():
+                        swift_times[split].append(row["median_ms"])
+                        chunks[split] = row.get("key_chunks")
+                    machine = report["machine"]
+                for step in ((run_swift, run_torch) if round_ % 2 == 0 else (run_torch, run_swift)):
+                    step()
+            torch_ms = statistics.median(torch_times)
+            for split in ["unsplit", "split"]:
+                swift_ms = statistics.median(swift_times[split])
+                rows.append({
+                    "workload": "decode", "seq": n, "threads": threads,
+                    "split": split if chunks.get(split) is None else f"split ({chunks[split]})",
+                    "swift_ms": swift_ms, "torch_ms": torch_ms, "torch_over_swift": torch_ms / swift_ms,
+                    "swift_tokens_per_s": a.batch / swift_ms * 1000, "torch_tokens_per_s": a.batch / torch_ms * 1000,
+                })
+        del subject
+
+    d = a.d_model // a.heads
+    gqa = "enable_gqa=True" if sdpa_has_enable_gqa() else "no enable_gqa: repeat_interleave inside each call"
+    print(f"decode: attention-bench --decode --attention-only (flash) vs PyTorch {torch.__version__} SDPA ({gqa}): "
+          f"B={a.batch} H={a.heads} Hkv={a.kv_heads} D={d}, one query against N cached keys/values")
+    if machine:
+        print(f"CPU {machine['cpu_model']}; OpenBLAS {machine['openblas_version']} core "
+              f"{machine['openblas_core']}; PyTorch CPU capability {torch.backends.cpu.get_cpu_capability()}")
+    print(f"median of {a.rounds} interleaved rounds, each the median of {a.iterations} calls after "
+          f"{a.warmup} warm-up; ratio = PyTorch time / Swift time (> 1: Swift faster); "
+          f"split (c) = KeySplit.chunks(c), unsplit = KeySplit.never")
+    print()
+    header = ["cache N", "threads", "Swift split", "Swift ms", "PyTorch ms", "PyTorch/Swift", "Swift tok/s", "PyTorch tok/s"]
+    table = [[str(r["seq"]), str(r["threads"]), r["split"], f"{r['swift_ms']:.4f}", f"{r['torch_ms']:.4f}",
+              f"{r['torch_over_swift']:.2f}", f"{r['swift_tokens_per_s']:.0f}", f"{r['torch_tokens_per_s']:.0f}"]
+             for r in rows]
+    widths = [max(len(c) for c in column) for column in zip(header, *table)]
+    print("  ".join(h.ljust(w) if i == 2 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths))))
+    print("  ".join("-" * w for w in widths))
+    for line in table:
+        print("  ".join(c.ljust(w) if i == 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))))
+    if a.csv:
+        with open(a.csv, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+            writer.writeheader()
+            writer.writerows(rows)
+        print(f"compare_torch.py: wrote {a.csv}", file=sys.stderr)
+    return 0
+
 
 def main(argv):
     a = parse_arguments(argv)
@@ -276,6 +398,8 @@ def main(argv):
               "  run this script again.", file=sys.stderr)
         return 1
     bench = a.bench or build_bench()
+    if a.decode:
+        return decode_main(a, bench)
     workloads = ["sdpa", "module"] if a.workload == "both" else [a.workload]
     if "module" in workloads:
         error = check_module(a)

@@ -36,6 +36,21 @@ public struct AttentionBenchCommand: ParsableCommand {
         and after the calls; the difference is what the calls needed beyond those. Measure \
         that with one --seq and one --kernel per process.
 
+        --decode times decoding instead: one new token per call against a KV cache of N \
+        tokens, N from --seq (default 1024 and 4096), at each thread count, with the flash \
+        kernel's key split off (KeySplit.never, "unsplit") and on (KeySplit.chunks(4·threads), \
+        "split": 4 key chunks per worker, so that the chunks balance over the workers). Layer \
+        rows: per (N, threads, split), a linear KVCache (capacity N + warm-up + iterations + 1) \
+        is prefilled with N tokens by MultiHeadAttention.forward(_:cache:), then each call is \
+        forward(token, cache: &cache), which appends its token (so the calls see N + warm-up \
+        ... N + warm-up + iterations − 1 cached tokens); the two splits' calls are interleaved, \
+        each on its own cache. Kernel rows: scaledDotProductAttention with one query \
+        [B, 1, H·D] against [B, N, Hkv·D] keys and values, not causal. Each row gives the median \
+        ms per call (one token per batch row), tokens/s, and the bytes of a KVCache holding N \
+        tokens (KVCache.byteCount), with GQA and with Hkv = H. --decode --attention-only gives \
+        the kernel rows alone. Defaults with --decode: 50 timed calls after 5 warm-up; no \
+        --max-seconds cap; the flash kernel only.
+
         The environment matters: OPENBLAS_CORETYPE chooses OpenBLAS's compute kernel (the \
         report prints the one in use) and OPENBLAS_NUM_THREADS only sets the starting thread \
         count, which --threads overrides.
@@ -50,8 +65,9 @@ public struct AttentionBenchCommand: ParsableCommand {
     @Option(name: .customLong("kv-heads"), help: "Key/value heads Hkv (GQA when < heads); must divide heads.")
     public var kvHeads = 4
 
-    @Option(help: ArgumentHelp("Sequence lengths N, comma-separated.", valueName: "n,n,..."))
-    public var seq = IntList([256, 512, 1024, 2048, 4096])
+    @Option(help: ArgumentHelp("Sequence lengths N, comma-separated (default 256,512,1024,2048,4096); with --decode, cache lengths (default 1024,4096).",
+                               valueName: "n,n,..."))
+    public var seq: IntList?
 
     @Option(help: "Batch size B.")
     public var batch = 1
@@ -69,11 +85,11 @@ public struct AttentionBenchCommand: ParsableCommand {
                                valueName: "t,t,..."))
     public var threads: IntList?
 
-    @Option(help: "Timed calls per seq, thread count and kernel; the median is reported.")
-    public var iterations = 10
+    @Option(help: "Timed calls per seq, thread count and kernel; the median is reported (default 10; --decode: 50).")
+    public var iterations: Int?
 
-    @Option(help: "Untimed warm-up calls per seq, thread count and kernel.")
-    public var warmup = 1
+    @Option(help: "Untimed warm-up calls per seq, thread count and kernel (default 1; --decode: 5).")
+    public var warmup: Int?
 
     @Option(name: .customLong("max-seconds"),
             help: "Per seq and thread count, stop timing after 3 rounds once the timed calls took this long; 0: no limit.")
@@ -85,6 +101,9 @@ public struct AttentionBenchCommand: ParsableCommand {
     @Flag(name: .customLong("attention-only"),
           help: "Time scaledDotProductAttention alone on [B, N, H·D] inputs: no projections, RoPE or sinks.")
     public var attentionOnly = false
+
+    @Flag(help: "Time decoding: one token per call against a KV cache of each --seq length, key split off and on (see below); with --attention-only, the kernel rows alone.")
+    public var decode = false
 
     @Option(help: "table, csv or json.")
     public var format = OutputFormat.table
@@ -113,20 +132,20 @@ public struct AttentionBenchCommand: ParsableCommand {
         try positive(heads, "heads")
         try positive(kvHeads, "kv-heads")
         try positive(batch, "batch")
-        try positive(iterations, "iterations")
+        if let iterations { try positive(iterations, "iterations") }
         guard dModel % heads == 0 else {
             throw ValidationError("--heads (\(heads)) must divide --d-model (\(dModel))")
         }
         guard heads % kvHeads == 0 else {
             throw ValidationError("--kv-heads (\(kvHeads)) must divide --heads (\(heads))")
         }
-        guard warmup >= 0 else { throw ValidationError("--warmup (\(warmup)) must be >= 0") }
+        if let warmup, warmup < 0 { throw ValidationError("--warmup (\(warmup)) must be >= 0") }
         guard maxSeconds >= 0, maxSeconds.isFinite else {
             throw ValidationError("--max-seconds (\(maxSeconds)) must be >= 0")
         }
         guard sgemmSize >= 0 else { throw ValidationError("--sgemm-size (\(sgemmSize)) must be >= 0") }
         if let sinks, sinks < 0 { throw ValidationError("--sinks (\(sinks)) must be >= 0") }
-        for (name, list) in [("seq", seq), ("threads", threads ?? IntList([1]))] {
+        for (name, list) in [("seq", seq ?? IntList([1])), ("threads", threads ?? IntList([1]))] {
             if let bad = list.values.first(where: { $0 <= 0 }) {
                 throw ValidationError("--\(name) values must be > 0; got \(bad)")
             }
@@ -144,10 +163,16 @@ public struct AttentionBenchCommand: ParsableCommand {
         } else if rope ?? true, (dModel / heads) % 2 != 0 {
             throw ValidationError("head dim (--d-model / --heads = \(dModel / heads)) must be even with RoPE; pass --no-rope")
         }
-        if reportRSS, seq.values.count != 1 || kernel == .both {
+        if decode, kernel == .reference {
+            throw ValidationError("--decode times the flash kernel (the key split is the flash kernel's); --kernel reference does not apply")
+        }
+        if reportRSS, !decode, workload.sequenceLengths.count != 1 || kernel == .both {
             throw ValidationError("--report-rss needs one --seq and one --kernel (flash or reference), so the peak belongs to one call")
         }
         let workload = self.workload
+        if reportRSS, decode, workload.sequenceLengths.count != 1 {
+            throw ValidationError("--report-rss needs one --seq, so the peak belongs to one cache length")
+        }
         if workload.kernels.contains(.reference) {
             let needed = workload.sequenceLengths.map { workload.referenceScoreBytes(sequenceLength: $0) }.max() ?? 0
             let physical = Double(ProcessInfo.processInfo.physicalMemory)
@@ -167,10 +192,12 @@ public struct AttentionBenchCommand: ParsableCommand {
             sinks: attentionOnly ? 0 : (sinks ?? 4),
             rope: attentionOnly ? false : (rope ?? true),
             causal: causal,
-            sequenceLengths: seq.values,
+            sequenceLengths: seq?.values ?? (decode ? [1024, 4096] : [256, 512, 1024, 2048, 4096]),
             threadCounts: threads?.values ?? Array(1...ProcessInfo.processInfo.activeProcessorCount),
-            kernels: kernel.kernels,
-            iterations: iterations, warmup: warmup, maxSeconds: maxSeconds, sgemmSize: sgemmSize, seed: 42)
+            kernels: decode ? [.flash] : kernel.kernels,
+            iterations: iterations ?? (decode ? 50 : 10), warmup: warmup ?? (decode ? 5 : 1),
+            maxSeconds: decode ? 0 : maxSeconds, sgemmSize: sgemmSize, seed: 42,
+            decode: decode ? DecodeSettings(keyChunksPerThread: 4) : nil)
     }
 
     public mutating func run() throws {

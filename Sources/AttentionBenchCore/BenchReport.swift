@@ -41,6 +41,47 @@ public struct BenchResult: Sendable, Codable, Equatable {
     public var flashOverReference: Double?
 }
 
+/// Whether a decode row's flash kernel split the keys of each (batch row, head) across workers.
+public enum DecodeSplit: String, Sendable, Codable, CaseIterable {
+    /// `KeySplit.never`: one work item per (batch row, key/value head).
+    case unsplit
+    /// `KeySplit.chunks(keyChunksPerThread · threads)`, merged afterwards.
+    case split
+}
+
+/// One (cache length, thread count, key split) decode measurement (``DecodeSettings``).
+public struct DecodeResult: Sendable, Codable, Equatable {
+    /// `.forward`: `MultiHeadAttention.forward` of one token against a `KVCache` ("layer");
+    /// `.attentionOnly`: `scaledDotProductAttention` of one query against the keys ("kernel").
+    public var mode: Workload.Mode
+    public var batch: Int
+    /// Cached tokens `N` per batch row before the first (warm-up) call.
+    public var cacheLength: Int
+    public var dModel: Int
+    public var heads: Int
+    public var kvHeads: Int
+    public var headDim: Int
+    /// Sinks of the layer (0 for kernel rows).
+    public var sinks: Int
+    public var rope: Bool
+    /// OpenBLAS threads, and the flash kernel's worker count.
+    public var threads: Int
+    public var split: DecodeSplit
+    /// Key chunks per (batch row, head): `nil` when unsplit.
+    public var keyChunks: Int?
+    public var iterations: Int
+    /// Median time of one call: one token per batch row.
+    public var medianMs: Double
+    public var minMs: Double
+    /// `batch / median time`.
+    public var tokensPerSecond: Double
+    /// `KVCache.byteCount` of a cache of this layer holding `N` tokens per batch row (keys and
+    /// values of the `kvHeads` heads; sinks are not stored).
+    public var cacheBytes: Int
+    /// The same with `kvHeads = heads`: the cache this layer would need without GQA.
+    public var cacheBytesWithoutGqa: Int
+}
+
 /// Resident memory around one sequence length's measurements.
 public struct MemoryReading: Sendable, Codable, Equatable {
     public var seq: Int
@@ -63,6 +104,9 @@ public struct BenchReport: Sendable, Codable, Equatable {
     public var memory: [MemoryReading]
     /// Peak RSS of the whole run.
     public var peakRssBytes: Int
+    /// The decode rows of a `--decode` run (then ``results`` is empty); `nil` otherwise, and
+    /// then absent from the JSON.
+    public var decode: [DecodeResult]? = nil
 }
 
 /// The output formats of `attention-bench --format`.
@@ -87,10 +131,32 @@ extension BenchReport {
         "openblas_core",
     ]
 
+    /// Column names of ``csv()`` for a `--decode` run, in order.
+    public static let decodeCsvColumns = [
+        "mode", "batch", "cache_length", "d_model", "heads", "kv_heads", "head_dim", "sinks",
+        "rope", "threads", "split", "key_chunks", "iterations", "median_ms", "min_ms",
+        "tokens_per_second", "cache_bytes", "cache_bytes_without_gqa", "openblas_core",
+    ]
+
     /// One header line, then one line per result; empty fields where a value does not apply.
+    /// A `--decode` run has the ``decodeCsvColumns`` instead of the ``csvColumns``.
     public func csv() -> String {
         func number(_ value: Double?, _ digits: Int) -> String {
             value.map { String(format: "%.\(digits)f", $0) } ?? ""
+        }
+        if let decode {
+            var lines = [Self.decodeCsvColumns.joined(separator: ",")]
+            for r in decode {
+                let fields: [String] = [
+                    r.mode.rawValue, "\(r.batch)", "\(r.cacheLength)", "\(r.dModel)", "\(r.heads)",
+                    "\(r.kvHeads)", "\(r.headDim)", "\(r.sinks)", "\(r.rope)", "\(r.threads)",
+                    r.split.rawValue, r.keyChunks.map(String.init) ?? "", "\(r.iterations)",
+                    number(r.medianMs, 4), number(r.minMs, 4), number(r.tokensPerSecond, 1),
+                    "\(r.cacheBytes)", "\(r.cacheBytesWithoutGqa)", machine.openblasCore,
+                ]
+                lines.append(fields.joined(separator: ","))
+            }
+            return lines.joined(separator: "\n") + "\n"
         }
         var lines = [Self.csvColumns.joined(separator: ",")]
         for r in results {
@@ -124,7 +190,8 @@ extension BenchReport {
 
     /// A human-readable summary: machine, sgemm rates, one row per measurement, memory.
     public func table(reportRSS: Bool = false) -> String {
-        let w = workload, m = machine
+        if let decode { return decodeTable(decode, reportRSS: reportRSS) }
+        let w = workload
         var out: [String] = []
         let what = w.mode == .forward
             ? "MultiHeadAttention.forward (projections + RoPE + sinks + attention)"
@@ -137,13 +204,7 @@ extension BenchReport {
             ? String(format: " (fewer, but at least 3, once past %g s)", w.maxSeconds) : ""
         shape += "; median of \(w.iterations) calls\(cap) after \(w.warmup) warm-up"
         out.append("  workload: \(shape)")
-        out.append("  CPU:      \(m.cpuModel), \(m.activeProcessors) processors (OpenBLAS sees \(m.openblasProcessors)); benchmark built \(m.buildConfiguration)")
-        out.append("  OpenBLAS: \(m.openblasVersion), core \(m.openblasCore), \(m.openblasThreading) build (\(m.openblasLibrary))")
-        out.append("            config \"\(m.openblasConfiguration)\"; OPENBLAS_CORETYPE=\(m.openblasCoretypeVariable ?? "(unset)") OPENBLAS_NUM_THREADS=\(m.openblasNumThreadsVariable ?? "(unset)")")
-        if !sgemm.isEmpty {
-            let rates = sgemm.map { "\($0.threads) thread\($0.threads == 1 ? "" : "s") \(String(format: "%.1f", $0.gflops)) GF/s" }
-            out.append("  sgemm \(sgemm[0].size)³: " + rates.joined(separator: ", "))
-        }
+        out += machineLines()
         out.append("")
 
         let header = ["seq", "threads", "kernel", "calls", "median ms", "min ms", "GF/s", "% sgemm", "speed-up", "flash vs ref"]
@@ -182,6 +243,87 @@ extension BenchReport {
         if reportRSS {
             for reading in memory {
                 out.append(String(format: "RSS at seq %d: baseline %.1f MiB (inputs, weights, output allocated), peak %.1f MiB, extra %.1f MiB",
+                                  reading.seq, mebibytes(reading.baselinePeakRssBytes),
+                                  mebibytes(reading.peakRssBytes), mebibytes(reading.extraBytes)))
+            }
+        }
+        out.append(String(format: "peak RSS: %.1f MiB", mebibytes(peakRssBytes)))
+        return out.joined(separator: "\n") + "\n"
+    }
+
+    /// CPU, OpenBLAS and sgemm lines under the title of both tables.
+    func machineLines() -> [String] {
+        let m = machine
+        var out: [String] = []
+        out.append("  CPU:      \(m.cpuModel), \(m.activeProcessors) processors (OpenBLAS sees \(m.openblasProcessors)); benchmark built \(m.buildConfiguration)")
+        out.append("  OpenBLAS: \(m.openblasVersion), core \(m.openblasCore), \(m.openblasThreading) build (\(m.openblasLibrary))")
+        out.append("            config \"\(m.openblasConfiguration)\"; OPENBLAS_CORETYPE=\(m.openblasCoretypeVariable ?? "(unset)") OPENBLAS_NUM_THREADS=\(m.openblasNumThreadsVariable ?? "(unset)")")
+        if !sgemm.isEmpty {
+            let rates = sgemm.map { "\($0.threads) thread\($0.threads == 1 ? "" : "s") \(String(format: "%.1f", $0.gflops)) GF/s" }
+            out.append("  sgemm \(sgemm[0].size)³: " + rates.joined(separator: ", "))
+        }
+        return out
+    }
+
+    /// The table of a `--decode` run: one row per (layer or kernel, cache length, threads, split).
+    func decodeTable(_ decode: [DecodeResult], reportRSS: Bool) -> String {
+        let w = workload
+        let chunksPerThread = w.decode?.keyChunksPerThread ?? 4
+        var out: [String] = []
+        out.append("attention-bench --decode: one token per call against N cached tokens (flash kernel)")
+        var shape = "B=\(w.batch) dModel=\(w.dModel) H=\(w.heads) Hkv=\(w.kvHeads) D=\(w.headDim)"
+        if w.mode == .forward { shape += " sinks=\(w.sinks) RoPE=\(w.rope ? "on" : "off")" }
+        shape += "; median of \(w.iterations) calls after \(w.warmup) warm-up"
+        out.append("  workload: \(shape)")
+        out += machineLines()
+        out.append("")
+
+        let header = ["what", "cache N", "threads", "split", "calls", "median ms", "min ms", "tokens/s",
+                      "vs unsplit", "cache MiB", "no-GQA MiB"]
+        func unsplitMedian(_ r: DecodeResult) -> Double? {
+            decode.first {
+                $0.mode == r.mode && $0.cacheLength == r.cacheLength && $0.threads == r.threads && $0.split == .unsplit
+            }?.medianMs
+        }
+        let rows: [[String]] = decode.map { r in
+            [
+                r.mode == .forward ? "layer" : "kernel", "\(r.cacheLength)", "\(r.threads)",
+                r.keyChunks.map { "\(r.split.rawValue) (\($0))" } ?? r.split.rawValue, "\(r.iterations)",
+                String(format: "%.4f", r.medianMs), String(format: "%.4f", r.minMs),
+                String(format: "%.0f", r.tokensPerSecond),
+                unsplitMedian(r).map { String(format: "%.2f×", $0 / r.medianMs) } ?? "-",
+                String(format: "%.2f", mebibytes(r.cacheBytes)),
+                String(format: "%.2f", mebibytes(r.cacheBytesWithoutGqa)),
+            ]
+        }
+        let widths = header.indices.map { column in
+            ([header[column]] + rows.map { $0[column] }).map(\.count).max() ?? 0
+        }
+        func line(_ cells: [String]) -> String {
+            cells.enumerated().map { column, cell in
+                let pad = String(repeating: " ", count: widths[column] - cell.count)
+                return column == 0 || column == 3 ? cell + pad : pad + cell
+            }.joined(separator: "  ")
+        }
+        out.append(line(header))
+        out.append(line(widths.map { String(repeating: "-", count: $0) }))
+        var previous: (Workload.Mode, Int)?
+        for (r, row) in zip(decode, rows) {
+            if let previous, previous != (r.mode, r.cacheLength) { out.append("") }
+            previous = (r.mode, r.cacheLength)
+            out.append(line(row))
+        }
+        out.append("")
+        if w.mode == .forward {
+            out.append("layer:  MultiHeadAttention.forward(token, cache: &cache) on a linear KVCache prefilled with N tokens;")
+            out.append("        each call appends its token, so the calls see N + \(w.warmup) ... N + \(w.warmup + w.iterations - 1) cached tokens.")
+        }
+        out.append("kernel: scaledDotProductAttention, one query [B, 1, H·D] against [B, N, Hkv·D] keys and values, not causal.")
+        out.append("split (c) = KeySplit.chunks(c), c = \(chunksPerThread)·threads key chunks per (batch row, head); unsplit = KeySplit.never;")
+        out.append("vs unsplit = unsplit median / this median; cache MiB = KVCache.byteCount for N tokens, no-GQA with Hkv = H.")
+        if reportRSS {
+            for reading in memory {
+                out.append(String(format: "RSS at cache length %d: baseline %.1f MiB, peak %.1f MiB, extra %.1f MiB",
                                   reading.seq, mebibytes(reading.baselinePeakRssBytes),
                                   mebibytes(reading.peakRssBytes), mebibytes(reading.extraBytes)))
             }

@@ -23,6 +23,17 @@ public struct BenchRunner {
         defer { BLAS.threadCount = savedThreads }
 
         let sgemm = try measureSgemm()
+        if workload.decode != nil {
+            var decode: [DecodeResult] = []
+            var memory: [MemoryReading] = []
+            for n in workload.sequenceLengths {
+                let (rows, reading) = try measureDecode(cacheLength: n)
+                decode += rows
+                memory.append(reading)
+            }
+            return BenchReport(machine: machine, workload: workload, sgemm: sgemm, results: [],
+                               memory: memory, peakRssBytes: ResidentMemory.peakBytes(), decode: decode)
+        }
         var results: [BenchResult] = []
         var memory: [MemoryReading] = []
         for n in workload.sequenceLengths {
@@ -168,6 +179,110 @@ public struct BenchRunner {
             }
         }
         return (rows, MemoryReading(seq: n, baselinePeakRssBytes: baseline, peakRssBytes: peak))
+    }
+
+    // MARK: decode
+
+    /// The layer rows (`.forward` mode) and then the kernel rows at one cache length.
+    private func measureDecode(cacheLength n: Int) throws -> ([DecodeResult], MemoryReading) {
+        let w = workload
+        let config = try w.attentionConfig()
+        let cacheBytes = try KVCache(config: config, batch: w.batch, capacity: n).byteCount
+        let cacheBytesWithoutGQA = try KVCache(config: try w.attentionConfigWithoutGQA(), batch: w.batch,
+                                               capacity: n).byteCount
+        let baseline = ResidentMemory.peakBytes()
+        var rows: [DecodeResult] = []
+
+        func row(_ mode: Workload.Mode, threads: Int, split: DecodeSplit, samples: [Double]) -> DecodeResult {
+            let median = Self.median(samples)
+            return DecodeResult(
+                mode: mode, batch: w.batch, cacheLength: n, dModel: w.dModel, heads: w.heads,
+                kvHeads: w.kvHeads, headDim: w.headDim, sinks: mode == .forward ? w.sinks : 0,
+                rope: mode == .forward && w.rope, threads: threads, split: split,
+                keyChunks: split == .split ? keyChunks(threads: threads) : nil,
+                iterations: samples.count, medianMs: median * 1000, minMs: (samples.min() ?? .nan) * 1000,
+                tokensPerSecond: Double(w.batch) / median, cacheBytes: cacheBytes,
+                cacheBytesWithoutGqa: cacheBytesWithoutGQA)
+        }
+
+        if w.mode == .forward {
+            let layer = try MultiHeadAttention(config: config, seed: w.seed)
+            let prompt = try Tensor(shape: [w.batch, n, w.dModel],
+                                    scalars: Self.uniformScalars(count: w.batch * n * w.dModel, seed: w.seed &+ 1))
+            let token = try Tensor(shape: [w.batch, 1, w.dModel],
+                                   scalars: Self.uniformScalars(count: w.batch * w.dModel, seed: w.seed &+ 4))
+            for threads in w.threadCounts {
+                BLAS.threadCount = threads
+                // One layer and one freshly prefilled cache per split; each call appends a token
+                // to its own cache in place (no copy: each cache has a single owner).
+                var layers: [MultiHeadAttention] = []
+                var caches: [KVCache] = []
+                for split in DecodeSplit.allCases {
+                    var configured = layer
+                    configured.kernelWorkerCount = threads
+                    configured.keySplit = keySplit(split, threads: threads)
+                    progress("decode layer N=\(n) threads=\(threads) \(split.rawValue): prefill")
+                    var cache = try KVCache(config: config, batch: w.batch,
+                                            capacity: n + w.warmup + w.iterations + 1)
+                    _ = try configured.forward(prompt, cache: &cache)
+                    layers.append(configured)
+                    caches.append(cache)
+                }
+                let samples = try interleaved(label: "decode layer N=\(n) threads=\(threads)") { split in
+                    let index = DecodeSplit.allCases.firstIndex(of: split)!
+                    return try layers[index].forward(token, cache: &caches[index])
+                }
+                for split in DecodeSplit.allCases {
+                    rows.append(row(.forward, threads: threads, split: split, samples: samples[split]!))
+                }
+            }
+        }
+
+        let q = try Tensor(shape: [w.batch, 1, w.heads * w.headDim],
+                           scalars: Self.uniformScalars(count: w.batch * w.heads * w.headDim, seed: w.seed &+ 1))
+        let k = try Tensor(shape: [w.batch, n, w.kvDim],
+                           scalars: Self.uniformScalars(count: w.batch * n * w.kvDim, seed: w.seed &+ 2))
+        let v = try Tensor(shape: [w.batch, n, w.kvDim],
+                           scalars: Self.uniformScalars(count: w.batch * n * w.kvDim, seed: w.seed &+ 3))
+        for threads in w.threadCounts {
+            BLAS.threadCount = threads
+            let samples = try interleaved(label: "decode kernel N=\(n) threads=\(threads)") { split in
+                try scaledDotProductAttention(
+                    queries: q, keys: k, values: v, nHeads: w.heads, numKVHeads: w.kvHeads,
+                    isCausal: false, kernel: .flash, workers: threads,
+                    keySplit: keySplit(split, threads: threads))
+            }
+            for split in DecodeSplit.allCases {
+                rows.append(row(.attentionOnly, threads: threads, split: split, samples: samples[split]!))
+            }
+        }
+        return (rows, MemoryReading(seq: n, baselinePeakRssBytes: baseline, peakRssBytes: ResidentMemory.peakBytes()))
+    }
+
+    private func keyChunks(threads: Int) -> Int {
+        (workload.decode?.keyChunksPerThread ?? 4) * threads
+    }
+
+    private func keySplit(_ split: DecodeSplit, threads: Int) -> KeySplit {
+        split == .split ? .chunks(keyChunks(threads: threads)) : .never
+    }
+
+    /// Warm-up calls, then ``Workload/iterations`` timed rounds of one call per split, the
+    /// splits alternating in order (unsplit, split, split, unsplit, …).
+    private func interleaved(label: String, _ call: (DecodeSplit) throws -> Tensor) throws -> [DecodeSplit: [Double]] {
+        let w = workload
+        for split in DecodeSplit.allCases {
+            for _ in 0..<w.warmup { _ = try call(split) }
+        }
+        var samples: [DecodeSplit: [Double]] = [:]
+        progress("\(label): \(w.iterations) timed calls per split")
+        for iteration in 0..<w.iterations {
+            let order = iteration % 2 == 0 ? DecodeSplit.allCases : DecodeSplit.allCases.reversed()
+            for split in order {
+                samples[split, default: []].append(try Self.time { _ = try call(split) })
+            }
+        }
+        return samples
     }
 
     // MARK: helpers

@@ -42,11 +42,16 @@ public struct Workload: Sendable, Equatable, Codable {
     public var sgemmSize: Int
     /// Seed of the inputs and weights.
     public var seed: UInt64
+    /// `nil`: the prefill workload above. Otherwise a decode benchmark (`--decode`): the
+    /// sequence lengths are cache lengths, and each timed call is one token against them; see
+    /// ``DecodeSettings``. (Optional so that the JSON of a prefill run has no such key.)
+    public var decode: DecodeSettings?
 
     public init(
         mode: Mode, batch: Int, dModel: Int, heads: Int, kvHeads: Int, sinks: Int, rope: Bool,
         causal: Bool, sequenceLengths: [Int], threadCounts: [Int], kernels: [BenchKernel],
-        iterations: Int, warmup: Int, maxSeconds: Double, sgemmSize: Int, seed: UInt64
+        iterations: Int, warmup: Int, maxSeconds: Double, sgemmSize: Int, seed: UInt64,
+        decode: DecodeSettings? = nil
     ) {
         self.mode = mode
         self.batch = batch
@@ -64,6 +69,7 @@ public struct Workload: Sendable, Equatable, Codable {
         self.maxSeconds = maxSeconds
         self.sgemmSize = sgemmSize
         self.seed = seed
+        self.decode = decode
     }
 
     public var headDim: Int { dModel / heads }
@@ -100,9 +106,38 @@ public struct Workload: Sendable, Equatable, Codable {
             dropout: 0, useFlashAttention: true, isCausal: causal)
     }
 
+    /// The same layer without GQA (`numKVHeads = nHeads`): what the cache would cost without it.
+    func attentionConfigWithoutGQA() throws -> AttentionConfig {
+        var plain = self
+        plain.kvHeads = heads
+        return try plain.attentionConfig()
+    }
+
     /// Bytes of the score matrix the reference kernel materialises for one batch row.
     func referenceScoreBytes(sequenceLength n: Int) -> Double {
         Double(n) * Double(n + sinks) * Double(MemoryLayout<Float>.size)
+    }
+}
+
+/// The decode benchmark (`attention-bench --decode`): per cache length `N` (the workload's
+/// sequence lengths), thread count and key split, the median time of one decoding step.
+///
+/// - `.forward` mode (layer rows, then kernel rows): a linear ``KVCache`` is prefilled once with
+///   `N` tokens per configuration, then each timed call is `MultiHeadAttention.forward` of one
+///   new token per batch row against it (the cache grows by one token per call, so the calls see
+///   `N + warmup … N + warmup + iterations − 1` cached tokens).
+/// - Kernel rows (both modes; alone with `.attentionOnly`): `scaledDotProductAttention` with
+///   one query `[B, 1, H·D]` against `[B, N, Hkv·D]` keys and values, not causal (the query
+///   sees every key).
+///
+/// Both run the flash kernel with its key split off (`KeySplit.never`) and at
+/// `.chunks(keyChunksPerThread · threads)`, interleaved.
+public struct DecodeSettings: Sendable, Equatable, Codable {
+    /// Key chunks per worker of the split rows: `KeySplit.chunks(keyChunksPerThread · threads)`.
+    public var keyChunksPerThread: Int
+
+    public init(keyChunksPerThread: Int = 4) {
+        self.keyChunksPerThread = keyChunksPerThread
     }
 }
 
