@@ -59,6 +59,9 @@ extension MultiHeadAttention {
         case .outProj: outProj = tensor
         case .sinkStates: sinkStates = tensor
         }
+        if parameter == .kProj || parameter == .vProj || parameter == .sinkStates {
+            refreshProjectedSinks()
+        }
     }
 
     /// Throws ``AttentionError/invalidInput(_:)`` naming the first NaN or ±∞ of `tensor`.

@@ -54,6 +54,27 @@ public struct MultiHeadAttention: Sendable {
     /// queries run (decoding against a cache): ``KeySplit/automatic`` by default.
     public var keySplit: KeySplit = .automatic
 
+    /// `sinkStates · kProjᵀ` with RoPE at positions `0..<S`, and `sinkStates · vProjᵀ`, each
+    /// `[S, numKVHeads · headDim]`: a function of the weights alone, so it is computed when they
+    /// change rather than on every call (decoding one token would otherwise re-read both
+    /// projections once per sink).
+    private(set) var projectedSinks: (keys: [Float], values: [Float]) = ([], [])
+
+    /// Recomputes ``projectedSinks`` from the current weights.
+    mutating func refreshProjectedSinks() {
+        guard let sinkStates else {
+            projectedSinks = ([], [])
+            return
+        }
+        let s = config.numSinks, kvWidth = config.numKVHeads * config.headDim
+        var keys = project(sinkStates.scalars, rows: s, weight: kProj)
+        if config.useRoPE {
+            RotaryEmbedding(config: config).apply(to: &keys, rows: s, rowStride: kvWidth, headCount: config.numKVHeads,
+                                                  sequenceLength: s, firstPosition: 0)
+        }
+        projectedSinks = (keys, project(sinkStates.scalars, rows: s, weight: vProj))
+    }
+
     /// Forces the flash kernel's block sizes (tests use small blocks to span many of them).
     var flashBlockSizes: FlashBlockSizes?
 
@@ -88,6 +109,7 @@ public struct MultiHeadAttention: Sendable {
         } else {
             sinkStates = nil
         }
+        refreshProjectedSinks()
     }
 
     /// Attention over `x` in evaluation or training mode.
@@ -198,8 +220,7 @@ public struct MultiHeadAttention: Sendable {
         var queries = project(x.scalars, rows: rows, weight: qProj)
         var keys = project(x.scalars, rows: rows, weight: kProj)
         let values = project(x.scalars, rows: rows, weight: vProj)
-        var sinkKeys = sinkStates.map { project($0.scalars, rows: s, weight: kProj) } ?? []
-        let sinkValues = sinkStates.map { project($0.scalars, rows: s, weight: vProj) } ?? []
+        let sinkKeys = projectedSinks.keys, sinkValues = projectedSinks.values
         if config.useRoPE {
             let rope = RotaryEmbedding(config: config)
             for b in 0..<batch {
@@ -209,7 +230,6 @@ public struct MultiHeadAttention: Sendable {
                 rope.apply(to: &keys[b * n * kvWidth], rows: n, rowStride: kvWidth, headCount: hkv,
                            sequenceLength: n, firstPosition: position)
             }
-            rope.apply(to: &sinkKeys, rows: s, rowStride: kvWidth, headCount: hkv, sequenceLength: s, firstPosition: 0)
         }
 
         var context = [Float](repeating: 0, count: rows * d)
