@@ -281,6 +281,13 @@ if torch is not None:
 # ---------------------------------------------------------------------------------------------
 # Swift side.
 
+
+def time_torch_round(subject, a, times):
+    """One PyTorch round: the median of a.iterations calls, appended to times."""
+    with torch.inference_mode():
+        times.append(torch_median_ms(subject, a.iterations, a.warmup))
+    time.sleep(0.05)  # let OpenMP's spinning workers go idle before Swift runs
+
 def build_bench():
     command = ["swift", "build", "-c", "release", "--product", "attention-bench"]
     print("compare_torch.py: " + " ".join(command), file=sys.stderr)
@@ -336,9 +343,7 @@ def decode_main(a, bench):
                       f"(load {os.getloadavg()[0]:.2f})", file=sys.stderr)
 
                 def run_torch():
-                    with torch.inference_mode():
-                        torch_times.append(torch_median_ms(subject, a.iterations, a.warmup))
-                    time.sleep(0.05)  # let OpenMP's spinning workers go idle before Swift runs
+                    time_torch_round(subject, a, torch_times)
 
                 def run_swift():
                     nonlocal machine
@@ -417,9 +422,7 @@ def main(argv):
                     print(f"compare_torch.py: {workload} N={n} threads={threads} round {round_ + 1}/{a.rounds}",
                           file=sys.stderr)
                     def run_torch():
-                        with torch.inference_mode():
-                            torch_times.append(torch_median_ms(subject, a.iterations, a.warmup))
-                        time.sleep(0.05)  # let OpenMP's spinning workers go idle before Swift runs
+                        time_torch_round(subject, a, torch_times)
 
                     def run_swift():
                         nonlocal machine

@@ -240,15 +240,22 @@ extension BenchReport {
         let fewest = w.threadCounts.min() ?? 1
         out.append("GF/s counts \(w.mode == .forward ? "projections + " : "")4·B·H·D·(visible scores) flops (see --help); "
                    + "speed-up is over \(fewest) thread\(fewest == 1 ? "" : "s"); flash vs ref = reference time / flash time.")
+        out += memoryLines(what: "seq", baselineNote: " (inputs, weights, output allocated)", reportRSS: reportRSS)
+        return out.joined(separator: "\n") + "\n"
+    }
+
+    /// The `--report-rss` readings, if asked for, and the process's peak RSS.
+    func memoryLines(what: String, baselineNote: String, reportRSS: Bool) -> [String] {
+        var out: [String] = []
         if reportRSS {
             for reading in memory {
-                out.append(String(format: "RSS at seq %d: baseline %.1f MiB (inputs, weights, output allocated), peak %.1f MiB, extra %.1f MiB",
-                                  reading.seq, mebibytes(reading.baselinePeakRssBytes),
+                out.append(String(format: "RSS at %@ %d: baseline %.1f MiB%@, peak %.1f MiB, extra %.1f MiB",
+                                  what, reading.seq, mebibytes(reading.baselinePeakRssBytes), baselineNote,
                                   mebibytes(reading.peakRssBytes), mebibytes(reading.extraBytes)))
             }
         }
         out.append(String(format: "peak RSS: %.1f MiB", mebibytes(peakRssBytes)))
-        return out.joined(separator: "\n") + "\n"
+        return out
     }
 
     /// CPU, OpenBLAS and sgemm lines under the title of both tables.
@@ -321,14 +328,7 @@ extension BenchReport {
         out.append("kernel: scaledDotProductAttention, one query [B, 1, H·D] against [B, N, Hkv·D] keys and values, not causal.")
         out.append("split (c) = KeySplit.chunks(c), c = \(chunksPerThread)·threads key chunks per (batch row, head); unsplit = KeySplit.never;")
         out.append("vs unsplit = unsplit median / this median; cache MiB = KVCache.byteCount for N tokens, no-GQA with Hkv = H.")
-        if reportRSS {
-            for reading in memory {
-                out.append(String(format: "RSS at cache length %d: baseline %.1f MiB, peak %.1f MiB, extra %.1f MiB",
-                                  reading.seq, mebibytes(reading.baselinePeakRssBytes),
-                                  mebibytes(reading.peakRssBytes), mebibytes(reading.extraBytes)))
-            }
-        }
-        out.append(String(format: "peak RSS: %.1f MiB", mebibytes(peakRssBytes)))
+        out += memoryLines(what: "cache length", baselineNote: "", reportRSS: reportRSS)
         return out.joined(separator: "\n") + "\n"
     }
 }
