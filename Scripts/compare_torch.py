@@ -282,6 +282,26 @@ if torch is not None:
 # Swift side.
 
 
+def print_rows(header, table, rows, text_column, csv_path):
+    """Prints `table` under `header` (text column left-aligned, numbers right-aligned) and,
+    when `csv_path` is given, writes `rows` there as CSV."""
+    widths = [max(len(c) for c in column) for column in zip(header, *table)]
+
+    def line(cells):
+        return "  ".join(c.ljust(w) if i == text_column else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths)))
+    print(line(header))
+    print("  ".join("-" * w for w in widths))
+    for cells in table:
+        print(line(cells))
+    if csv_path:
+        with open(csv_path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+            writer.writeheader()
+            writer.writerows(rows)
+        print(f"compare_torch.py: wrote {csv_path}", file=sys.stderr)
+
+
 def time_torch_round(subject, a, times):
     """One PyTorch round: the median of a.iterations calls, appended to times."""
     with torch.inference_mode():
@@ -380,17 +400,7 @@ def decode_main(a, bench):
     table = [[str(r["seq"]), str(r["threads"]), r["split"], f"{r['swift_ms']:.4f}", f"{r['torch_ms']:.4f}",
               f"{r['torch_over_swift']:.2f}", f"{r['swift_tokens_per_s']:.0f}", f"{r['torch_tokens_per_s']:.0f}"]
              for r in rows]
-    widths = [max(len(c) for c in column) for column in zip(header, *table)]
-    print("  ".join(h.ljust(w) if i == 2 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths))))
-    print("  ".join("-" * w for w in widths))
-    for line in table:
-        print("  ".join(c.ljust(w) if i == 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))))
-    if a.csv:
-        with open(a.csv, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
-            writer.writeheader()
-            writer.writerows(rows)
-        print(f"compare_torch.py: wrote {a.csv}", file=sys.stderr)
+    print_rows(header, table, rows, text_column=2, csv_path=a.csv)
     return 0
 
 
@@ -454,17 +464,7 @@ def main(argv):
     header = ["workload", "seq", "threads", "Swift ms", "PyTorch ms", "PyTorch/Swift", "Swift GF/s", "PyTorch GF/s"]
     table = [[r["workload"], str(r["seq"]), str(r["threads"]), f"{r['swift_ms']:.2f}", f"{r['torch_ms']:.2f}",
               f"{r['torch_over_swift']:.2f}", f"{r['swift_gflops']:.1f}", f"{r['torch_gflops']:.1f}"] for r in rows]
-    widths = [max(len(c) for c in column) for column in zip(header, *table)]
-    print("  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(header, widths))))
-    print("  ".join("-" * w for w in widths))
-    for line in table:
-        print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths))))
-    if a.csv:
-        with open(a.csv, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
-            writer.writeheader()
-            writer.writerows(rows)
-        print(f"compare_torch.py: wrote {a.csv}", file=sys.stderr)
+    print_rows(header, table, rows, text_column=0, csv_path=a.csv)
     return 0
 
 

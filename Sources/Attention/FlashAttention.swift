@@ -14,7 +14,7 @@ struct FlashBlockSizes: Sendable, Equatable {
         self.keyBlock = max(1, keyBlock)
     }
 
-    /// The choice for `queryCount` queries over `keyCount` keys.
+    /// The choice for `queryCount` queries.
     ///
     /// Query blocks follow PyTorch's CPU flash kernel (256 rows from 768 queries up, 64 from
     /// 192, else 32) and key blocks are 512. Measured on 2 cores (H = 12, D = 64, N = 2048,
@@ -23,7 +23,7 @@ struct FlashBlockSizes: Sendable, Equatable {
     /// block sgemms (which top out near 95 GF/s here, packing included) and the SIMD softmax set
     /// the pace, not the blocking. Larger query blocks amortise the packing of each key block
     /// over more rows; 256 × 512 keeps the score block (512 KiB) inside a 1 MiB L2.
-    static func automatic(queryCount: Int, keyCount: Int) -> FlashBlockSizes {
+    static func automatic(queryCount: Int) -> FlashBlockSizes {
         let queryBlock = queryCount >= 768 ? 256 : queryCount >= 192 ? 64 : 32
         return FlashBlockSizes(queryBlock: queryBlock, keyBlock: 512)
     }
@@ -74,7 +74,7 @@ enum FlashAttention {
         guard n > 0, problem.batch > 0 else { return }
         let keyCounts = problem.segments.map { $0.reduce(0) { $0 + $1.rowCount } }
         let maxKeys = keyCounts.max() ?? 0
-        let blocks = blockSizes ?? .automatic(queryCount: n, keyCount: maxKeys)
+        let blocks = blockSizes ?? .automatic(queryCount: n)
         let queryBlock = min(blocks.queryBlock, n)
         // Round the key block up to whole SIMD vectors; padded columns hold −∞.
         let keyBlock = roundUp(min(blocks.keyBlock, max(maxKeys, 1)), to: VectorMath.width)
