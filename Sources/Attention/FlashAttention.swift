@@ -173,8 +173,11 @@ enum FlashAttention {
         let keyBlock: Int
         let queryBlock: Int
         let headDim: Int
-        let scores: UnsafeMutablePointer<Float>       // [queryBlock, keyBlock]
+        let scores: UnsafeMutablePointer<Float>       // [max(queryBlock, heads), keyBlock]
         let accumulators: UnsafeMutablePointer<Float> // [heads, queryBlock, headDim]
+        /// A single-query item's query rows of every head of the group, pre-scaled by
+        /// `scale · log₂e`: `[heads, headDim]`.
+        let scaledQueries: UnsafeMutablePointer<Float>
         let rowMaxima: UnsafeMutablePointer<Float>    // [heads, queryBlock], base 2
         let rowSums: UnsafeMutablePointer<Float>      // [heads, queryBlock]
 
@@ -182,8 +185,9 @@ enum FlashAttention {
             self.keyBlock = keyBlock
             self.queryBlock = queryBlock
             self.headDim = headDim
-            scores = .allocate(capacity: queryBlock * keyBlock)
+            scores = .allocate(capacity: max(queryBlock, heads) * keyBlock)
             accumulators = .allocate(capacity: heads * queryBlock * headDim)
+            scaledQueries = .allocate(capacity: heads * headDim)
             rowMaxima = .allocate(capacity: heads * queryBlock)
             rowSums = .allocate(capacity: heads * queryBlock)
         }
@@ -191,6 +195,7 @@ enum FlashAttention {
         func deallocate() {
             scores.deallocate()
             accumulators.deallocate()
+            scaledQueries.deallocate()
             rowMaxima.deallocate()
             rowSums.deallocate()
         }
@@ -295,6 +300,15 @@ enum FlashAttention {
             scratch.rowMax(member).update(repeating: -.infinity, count: rows)
             scratch.rowSum(member).update(repeating: 0, count: rows)
         }
+        // One query row (decoding): the whole group's scores come from one register-blocked
+        // pass over each key block instead of one BLAS call per head.
+        let groupedSingleQuery = rows == 1 && d % 4 == 0
+        if groupedSingleQuery {
+            let ldq = problem.queryRowStride
+            let groupQueries = problem.queries + (batch * problem.queryCount + queries.lowerBound) * ldq
+                + kvHead * group * d
+            VectorMath.scale(groupQueries, count: group * d, by: problem.scale * log2e, into: scratch.scaledQueries)
+        }
 
         var segmentOffset = 0  // index of the segment's first key in the row's key order
         for segment in problem.segments[batch] {
@@ -334,9 +348,14 @@ enum FlashAttention {
                     keys: segment.keys + start * segment.rowStride + segment.headOffset(kvHead, headDim: d),
                     values: segment.values + start * segment.rowStride + segment.headOffset(kvHead, headDim: d),
                     rows: firstRow..<endRow)
-                for member in 0..<group {
-                    accumulate(problem, block: block, batch: batch, head: kvHead * group + member,
-                               queries: queries, member: member, scratch: scratch)
+                if groupedSingleQuery {
+                    accumulateSingleQuery(problem, block: block, batch: batch, kvHead: kvHead,
+                                          query: queries.lowerBound, scratch: scratch)
+                } else {
+                    for member in 0..<group {
+                        accumulate(problem, block: block, batch: batch, head: kvHead * group + member,
+                                   queries: queries, member: member, scratch: scratch)
+                    }
                 }
             }
         }
@@ -364,11 +383,9 @@ enum FlashAttention {
     ) {
         let d = problem.headDim, ldq = problem.queryRowStride, ldk = scratch.keyBlock
         let count = block.count, firstRow = block.rows.lowerBound, activeRows = block.rows.count
-        let padded = roundUp(count, to: VectorMath.width)
         let scores = scratch.scores, accumulator = scratch.accumulator(member)
         let rowMax = scratch.rowMax(member), rowSum = scratch.rowSum(member)
         let q = problem.queries + (batch * problem.queryCount + queries.lowerBound) * ldq + head * d
-        let firstQueryPosition = problem.queryFirstPositions[batch] + queries.lowerBound
         let rowStride = block.segment.rowStride
 
         if activeRows == 1 {
@@ -382,54 +399,9 @@ enum FlashAttention {
         }
 
         for i in block.rows {
-            let row = scores + i * ldk
-            let queryPosition = firstQueryPosition + i
-            if let mask = problem.mask, let firstColumn = block.segment.firstMaskColumn {
-                let maskRow = mask.row(batch: batch, head: head, query: queries.lowerBound + i)
-                    + firstColumn + block.start
-                for j in 0..<count { row[j] += maskRow[j] * log2e }
-            }
-            // Columns [visibleStart, visibleEnd) pass the causal and window rules; the rest, and
-            // the SIMD padding, become −∞.
-            var visibleStart = 0, visibleEnd = count
-            if block.ruled {
-                let visible = problem.visibleTokenPositions(forQueryAt: queryPosition)
-                visibleStart = max(0, min(count, visible.lowerBound - block.position))
-                visibleEnd = max(visibleStart, min(count, visible.upperBound - block.position + 1))
-            }
-            row.update(repeating: -.infinity, count: visibleStart)
-            (row + visibleEnd).update(repeating: -.infinity, count: padded - visibleEnd)
-
-            var blockMax = VectorMath.maximum(row, count: padded)
-            if blockMax == -.infinity && (visibleStart..<visibleEnd).contains(where: { row[$0].isNaN }) {
-                // Only NaN scores (an overflow, or a NaN input): the row must end NaN, not as
-                // "saw nothing" zeros. NaNs beside finite scores propagate through the sum.
-                blockMax = .nan
-            }
-            let previousMax = rowMax[i]
-            let newMax = blockMax.isNaN ? blockMax : max(previousMax, blockMax)
-            if newMax == -.infinity {
-                // Nothing visible yet: P row is zero, O and l stay zero.
-                row.update(repeating: 0, count: count)
-                continue
-            }
-            let blockSum = VectorMath.exponentiateAndSum(row, count: padded, shift: newMax)
-            if previousMax == -.infinity {
-                rowSum[i] = blockSum
-            } else if previousMax != newMax {
-                let correction = VectorMath.exp2(VectorMath.Vector(repeating: previousMax - newMax))[0]
-                rowSum[i] = rowSum[i] * correction + blockSum
-                VectorMath.scale(accumulator + i * d, count: d, by: correction, into: accumulator + i * d)
-            } else {
-                rowSum[i] += blockSum
-            }
-            rowMax[i] = newMax
-            if let dropout = problem.dropout {
-                let rowKey = dropout.rowKey(batch: batch, head: head, queryPosition: queryPosition)
-                for j in 0..<count {
-                    row[j] *= dropout.factor(rowKey: rowKey, keyPosition: block.position + j)
-                }
-            }
+            softmaxStep(problem, block: block, batch: batch, head: head, query: queries.lowerBound + i,
+                        row: scores + i * ldk, rowMax: rowMax + i, rowSum: rowSum + i,
+                        accumulator: accumulator + i * d)
         }
 
         if activeRows == 1 {
@@ -440,6 +412,87 @@ enum FlashAttention {
             BLAS.gemm(m: activeRows, n: d, k: count, a: scores + firstRow * ldk, lda: ldk,
                       b: block.values, ldb: rowStride, beta: 1,
                       c: accumulator + firstRow * d, ldc: d)
+        }
+    }
+
+    /// One group's step over one key block for an item with a single query row: the scores of
+    /// every head of the group at once (``DotProducts``), then each head's softmax step and
+    /// `o += Vᵀ·p`.
+    @inline(__always)
+    private static func accumulateSingleQuery(
+        _ problem: AttentionProblem, block: KeyBlock, batch: Int, kvHead: Int, query: Int, scratch: Scratch
+    ) {
+        let d = problem.headDim, ldk = scratch.keyBlock, group = problem.groupSize
+        let rowStride = block.segment.rowStride
+        DotProducts.scores(queries: scratch.scaledQueries, members: group, headDim: d,
+                           keys: block.keys, keyStride: rowStride, count: block.count,
+                           into: scratch.scores, scoreStride: ldk)
+        for member in 0..<group {
+            let row = scratch.scores + member * ldk
+            softmaxStep(problem, block: block, batch: batch, head: kvHead * group + member, query: query,
+                        row: row, rowMax: scratch.rowMax(member), rowSum: scratch.rowSum(member),
+                        accumulator: scratch.accumulator(member))
+            BLAS.gemv(transposeA: true, m: block.count, n: d, a: block.values, lda: rowStride,
+                      x: row, beta: 1, y: scratch.accumulator(member))
+        }
+    }
+
+    /// The online-softmax step of one query row over one key block, whose base-2 scores are in
+    /// `row[0..<block.count]`: adds the mask, hides what the causal and window rules hide,
+    /// rescales the row's `O` and `l` to the new maximum, and leaves `P` in `row`.
+    @inline(__always)
+    private static func softmaxStep(
+        _ problem: AttentionProblem, block: KeyBlock, batch: Int, head: Int, query: Int,
+        row: UnsafeMutablePointer<Float>, rowMax: UnsafeMutablePointer<Float>,
+        rowSum: UnsafeMutablePointer<Float>, accumulator: UnsafeMutablePointer<Float>
+    ) {
+        let d = problem.headDim, count = block.count
+        let padded = roundUp(count, to: VectorMath.width)
+        let queryPosition = problem.queryFirstPositions[batch] + query
+        if let mask = problem.mask, let firstColumn = block.segment.firstMaskColumn {
+            let maskRow = mask.row(batch: batch, head: head, query: query) + firstColumn + block.start
+            for j in 0..<count { row[j] += maskRow[j] * log2e }
+        }
+        // Columns [visibleStart, visibleEnd) pass the causal and window rules; the rest, and
+        // the SIMD padding, become −∞.
+        var visibleStart = 0, visibleEnd = count
+        if block.ruled {
+            let visible = problem.visibleTokenPositions(forQueryAt: queryPosition)
+            visibleStart = max(0, min(count, visible.lowerBound - block.position))
+            visibleEnd = max(visibleStart, min(count, visible.upperBound - block.position + 1))
+        }
+        row.update(repeating: -.infinity, count: visibleStart)
+        (row + visibleEnd).update(repeating: -.infinity, count: padded - visibleEnd)
+
+        var blockMax = VectorMath.maximum(row, count: padded)
+        if blockMax == -.infinity && (visibleStart..<visibleEnd).contains(where: { row[$0].isNaN }) {
+            // Only NaN scores (an overflow, or a NaN input): the row must end NaN, not as
+            // "saw nothing" zeros. NaNs beside finite scores propagate through the sum.
+            blockMax = .nan
+        }
+        let previousMax = rowMax.pointee
+        let newMax = blockMax.isNaN ? blockMax : max(previousMax, blockMax)
+        if newMax == -.infinity {
+            // Nothing visible yet: P row is zero, O and l stay zero.
+            row.update(repeating: 0, count: count)
+            return
+        }
+        let blockSum = VectorMath.exponentiateAndSum(row, count: padded, shift: newMax)
+        if previousMax == -.infinity {
+            rowSum.pointee = blockSum
+        } else if previousMax != newMax {
+            let correction = VectorMath.exp2(VectorMath.Vector(repeating: previousMax - newMax))[0]
+            rowSum.pointee = rowSum.pointee * correction + blockSum
+            VectorMath.scale(accumulator, count: d, by: correction, into: accumulator)
+        } else {
+            rowSum.pointee += blockSum
+        }
+        rowMax.pointee = newMax
+        if let dropout = problem.dropout {
+            let rowKey = dropout.rowKey(batch: batch, head: head, queryPosition: queryPosition)
+            for j in 0..<count {
+                row[j] *= dropout.factor(rowKey: rowKey, keyPosition: block.position + j)
+            }
         }
     }
 
