@@ -131,11 +131,7 @@ enum FlashAttention {
                     }
                 }
             }
-            if workerCount == 1 {
-                body(0)
-            } else {
-                DispatchQueue.concurrentPerform(iterations: workerCount, execute: body)
-            }
+            WorkerPool.shared.run(count: workerCount, body)
         }
 
         if let partials {
