@@ -30,7 +30,8 @@ faster). GF/s uses the bench's flop formula (`attention-bench --help`).
 --decode compares one decoding step instead (the issue's decode benchmark):
 
   decode  Swift: `attention-bench --decode --attention-only` (scaledDotProductAttention, one query
-          [B, 1, H*D] against [B, N, Hkv*D] keys/values, not causal), both its rows: key split off
+          [B, 1, H*D] against head-major [B, Hkv, N, D] keys/values, the same layout PyTorch gets;
+          not causal), both its rows: key split off
           (KeySplit.never) and on (KeySplit.chunks(4*threads)). PyTorch: F.scaled_dot_product_attention
           with one query [B, H, 1, D] against a contiguous [B, Hkv, N, D] cache (the layout of a
           PyTorch KV cache), enable_gqa=True. On a torch without enable_gqa the keys and values

@@ -5,26 +5,33 @@
 /// with `kv = h / (nHeads / numKVHeads)`: keys and values are not pre-tiled for grouped-query
 /// attention.
 ///
+/// Each of `queries` and the key/value pair comes in either of two layouts, told apart by rank:
+/// token-major (rank 3, heads as column slices of a row, as a projection writes them) or
+/// head-major (rank 4, PyTorch's `scaled_dot_product_attention` layout and the layout of a
+/// PyTorch KV cache). Head-major keys and values are read in place, each head's rows contiguous.
+///
 /// - Parameters:
-///   - queries: `[batch, queryLength, nHeads · headDim]` (heads are column slices, as a
-///     projection writes them).
-///   - keys, values: `[batch, keyLength, numKVHeads · headDim]`; `keyLength` may differ from
-///     `queryLength` (decoding against cached keys).
-///   - nHeads: query heads; `numKVHeads` must divide it.
+///   - queries: `[batch, queryLength, nHeads · headDim]`, or `[batch, nHeads, queryLength, headDim]`.
+///   - keys, values: `[batch, keyLength, numKVHeads · headDim]`, or
+///     `[batch, numKVHeads, keyLength, headDim]` (both in the same layout); `keyLength` may
+///     differ from `queryLength` (decoding against cached keys).
+///   - nHeads: query heads; `numKVHeads` must divide it. With head-major tensors they must
+///     equal the tensors' head dimensions.
 ///   - scale: defaults to `1/√headDim`.
 ///   - isCausal: bottom-right aligned, as in decoding: query `i` sees keys
 ///     `j <= i + keyLength − queryLength`. (PyTorch's `is_causal` aligns top-left when the
 ///     lengths differ; they agree when they are equal.)
 ///   - mask: additive, `[queryLength, keyLength]` or
 ///     `[batch or 1, 1 or nHeads, queryLength, keyLength]`; NaN and `+∞` are rejected.
+///   - kernel: `.flash` (default) or `.reference`.
+///   - workers: flash-kernel workers, `nil` for one per active processor.
+///   - keySplit: how the flash kernel splits keys across workers for few queries.
+/// - Returns: the outputs in the layout of `queries`: `[batch, queryLength, nHeads · headDim]`
+///   or `[batch, nHeads, queryLength, headDim]`; a query that sees no key gets zeros.
 /// - Note: unlike ``MultiHeadAttention``, this function does not scan `queries`, `keys` and
 ///   `values` for NaN or ±∞: against a long key cache the scan would cost as much as the
 ///   attention. A non-finite input makes the outputs it reaches NaN (through `0 · NaN`, possibly
 ///   rows that do not see it), never a finite wrong number.
-///   - kernel: `.flash` (default) or `.reference`.
-///   - workers: flash-kernel workers, `nil` for one per active processor.
-///   - keySplit: how the flash kernel splits keys across workers for few queries.
-/// - Returns: `[batch, queryLength, nHeads · headDim]`; a query that sees no key gets zeros.
 public func scaledDotProductAttention(
     queries: Tensor, keys: Tensor, values: Tensor, nHeads: Int, numKVHeads: Int,
     scale: Float? = nil, isCausal: Bool = false, mask: Tensor? = nil,
@@ -46,14 +53,34 @@ func scaledDotProductAttention(
     guard numKVHeads > 0, nHeads % numKVHeads == 0 else {
         throw fail("numKVHeads (\(numKVHeads)) must be > 0 and divide nHeads (\(nHeads))")
     }
-    guard queries.rank == 3, queries.shape[2] % nHeads == 0, queries.shape[2] > 0 else {
-        throw fail("queries shape \(queries.shape) must be [batch, seq, nHeads · headDim] with nHeads \(nHeads)")
+    let headMajorQueries = queries.rank == 4
+    let batch: Int, n: Int, headDim: Int
+    if headMajorQueries {
+        guard queries.shape[1] == nHeads, queries.shape[3] > 0 else {
+            throw fail("queries shape \(queries.shape) must be [batch, nHeads, seq, headDim] with nHeads \(nHeads)")
+        }
+        (batch, n, headDim) = (queries.shape[0], queries.shape[2], queries.shape[3])
+    } else {
+        guard queries.rank == 3, queries.shape[2] % nHeads == 0, queries.shape[2] > 0 else {
+            throw fail("queries shape \(queries.shape) must be [batch, seq, nHeads · headDim] "
+                       + "or [batch, nHeads, seq, headDim] with nHeads \(nHeads)")
+        }
+        (batch, n, headDim) = (queries.shape[0], queries.shape[1], queries.shape[2] / nHeads)
     }
-    let batch = queries.shape[0], n = queries.shape[1], headDim = queries.shape[2] / nHeads
-    guard keys.rank == 3, keys.shape[0] == batch, keys.shape[2] == numKVHeads * headDim else {
-        throw fail("keys shape \(keys.shape) must be [\(batch), keyLength, \(numKVHeads * headDim)]")
+    let headMajorKeys = keys.rank == 4
+    let keyCount: Int
+    if headMajorKeys {
+        guard keys.shape[0] == batch, keys.shape[1] == numKVHeads, keys.shape[3] == headDim else {
+            throw fail("keys shape \(keys.shape) must be [\(batch), \(numKVHeads), keyLength, \(headDim)]")
+        }
+        keyCount = keys.shape[2]
+    } else {
+        guard keys.rank == 3, keys.shape[0] == batch, keys.shape[2] == numKVHeads * headDim else {
+            throw fail("keys shape \(keys.shape) must be [\(batch), keyLength, \(numKVHeads * headDim)] "
+                       + "or [\(batch), \(numKVHeads), keyLength, \(headDim)]")
+        }
+        keyCount = keys.shape[1]
     }
-    let keyCount = keys.shape[1]
     guard values.shape == keys.shape else {
         throw fail("values shape \(values.shape) must equal keys shape \(keys.shape)")
     }
@@ -72,11 +99,17 @@ func scaledDotProductAttention(
                                 context: "for batch \(batch), nHeads \(nHeads), queryLength \(n), keyLength \(keyCount)")
     }
 
+    // The kernels take token-major queries and write token-major outputs; one query row is
+    // the same memory in both layouts.
+    let transposesQueries = headMajorQueries && n > 1
+    let tokenMajorQueries = transposesQueries
+        ? swapAxes1And2(queries.scalars, batch: batch, outer: nHeads, inner: n, width: headDim)
+        : queries.scalars
     var context = [Float](repeating: 0, count: queries.count)
     // No key at all: every query sees nothing, so the result is zeros.
     guard batch * n > 0, keyCount > 0 else { return try Tensor(shape: queries.shape, scalars: context) }
     let kvWidth = numKVHeads * headDim
-    queries.scalars.withUnsafeBufferPointer { q in
+    tokenMajorQueries.withUnsafeBufferPointer { q in
     keys.scalars.withUnsafeBufferPointer { k in
     values.scalars.withUnsafeBufferPointer { v in
     (mask?.scalars ?? []).withUnsafeBufferPointer { m in
@@ -87,8 +120,9 @@ func scaledDotProductAttention(
             segments: (0..<batch).map { b in
                 [KeyValueSegment(keys: k.baseAddress! + b * keyCount * kvWidth,
                                  values: v.baseAddress! + b * keyCount * kvWidth,
-                                 rowStride: kvWidth, rowCount: keyCount, firstPosition: 0, isSink: false,
-                                 firstMaskColumn: 0)]
+                                 rowStride: headMajorKeys ? headDim : kvWidth,
+                                 headStride: headMajorKeys ? keyCount * headDim : nil,
+                                 rowCount: keyCount, firstPosition: 0, isSink: false, firstMaskColumn: 0)]
             },
             mask: layout.map {
                 AdditiveMask(scalars: m.baseAddress!, batchStride: $0.batchStride,
@@ -101,5 +135,26 @@ func scaledDotProductAttention(
         case .reference: ReferenceAttention.run(problem)
         }
     }}}}}
+    if transposesQueries {
+        context = swapAxes1And2(context, batch: batch, outer: n, inner: nHeads, width: headDim)
+    }
     return try Tensor(shape: queries.shape, scalars: context)
+}
+
+/// `[batch, outer, inner, width]` → `[batch, inner, outer, width]`.
+private func swapAxes1And2(_ scalars: [Float], batch: Int, outer: Int, inner: Int, width: Int) -> [Float] {
+    [Float](unsafeUninitializedCapacity: scalars.count) { out, initialized in
+        scalars.withUnsafeBufferPointer { source in
+            for b in 0..<batch {
+                for o in 0..<outer {
+                    for i in 0..<inner {
+                        let from = ((b * outer + o) * inner + i) * width
+                        let to = ((b * inner + i) * outer + o) * width
+                        (out.baseAddress! + to).initialize(from: source.baseAddress! + from, count: width)
+                    }
+                }
+            }
+        }
+        initialized = scalars.count
+    }
 }

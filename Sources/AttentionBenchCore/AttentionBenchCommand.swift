@@ -45,7 +45,8 @@ public struct AttentionBenchCommand: ParsableCommand {
         forward(token, cache: &cache), which appends its token (so the calls see N + warm-up \
         ... N + warm-up + iterations − 1 cached tokens); the two splits' calls are interleaved, \
         each on its own cache. Kernel rows: scaledDotProductAttention with one query \
-        [B, 1, H·D] against [B, N, Hkv·D] keys and values, not causal. Each row gives the median \
+        [B, 1, H·D] against [B, Hkv, N, D] keys and values (head-major: the layout of a KVCache \
+        and of a PyTorch cache), not causal. Each row gives the median \
         ms per call (one token per batch row), tokens/s, and the bytes of a KVCache holding N \
         tokens (KVCache.byteCount), with GQA and with Hkv = H. --decode --attention-only gives \
         the kernel rows alone. Defaults with --decode: 50 timed calls after 5 warm-up; no \

@@ -325,7 +325,7 @@ extension BenchReport {
             out.append("layer:  MultiHeadAttention.forward(token, cache: &cache) on a linear KVCache prefilled with N tokens;")
             out.append("        each call appends its token, so the calls see N + \(w.warmup) ... N + \(w.warmup + w.iterations - 1) cached tokens.")
         }
-        out.append("kernel: scaledDotProductAttention, one query [B, 1, H·D] against [B, N, Hkv·D] keys and values, not causal.")
+        out.append("kernel: scaledDotProductAttention, one query [B, 1, H·D] against [B, Hkv, N, D] keys and values, not causal.")
         out.append("split (c) = KeySplit.chunks(c), c = \(chunksPerThread)·threads key chunks per (batch row, head); unsplit = KeySplit.never;")
         out.append("vs unsplit = unsplit median / this median; cache MiB = KVCache.byteCount for N tokens, no-GQA with Hkv = H.")
         out += memoryLines(what: "cache length", baselineNote: "", reportRSS: reportRSS)

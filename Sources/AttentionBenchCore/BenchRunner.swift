@@ -240,9 +240,9 @@ public struct BenchRunner {
 
         let q = try Tensor(shape: [w.batch, 1, w.heads * w.headDim],
                            scalars: Self.uniformScalars(count: w.batch * w.heads * w.headDim, seed: w.seed &+ 1))
-        let k = try Tensor(shape: [w.batch, n, w.kvDim],
+        let k = try Tensor(shape: [w.batch, w.kvHeads, n, w.headDim],
                            scalars: Self.uniformScalars(count: w.batch * n * w.kvDim, seed: w.seed &+ 2))
-        let v = try Tensor(shape: [w.batch, n, w.kvDim],
+        let v = try Tensor(shape: [w.batch, w.kvHeads, n, w.headDim],
                            scalars: Self.uniformScalars(count: w.batch * n * w.kvDim, seed: w.seed &+ 3))
         for threads in w.threadCounts {
             BLAS.threadCount = threads

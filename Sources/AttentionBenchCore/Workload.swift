@@ -127,8 +127,8 @@ public struct Workload: Sendable, Equatable, Codable {
 ///   new token per batch row against it (the cache grows by one token per call, so the calls see
 ///   `N + warmup … N + warmup + iterations − 1` cached tokens).
 /// - Kernel rows (both modes; alone with `.attentionOnly`): `scaledDotProductAttention` with
-///   one query `[B, 1, H·D]` against `[B, N, Hkv·D]` keys and values, not causal (the query
-///   sees every key).
+///   one query `[B, 1, H·D]` against head-major `[B, Hkv, N, D]` keys and values (the layout
+///   of a ``KVCache`` and of a PyTorch cache), not causal (the query sees every key).
 ///
 /// Both run the flash kernel with its key split off (`KeySplit.never`) and at
 /// `.chunks(keyChunksPerThread · threads)`, interleaved.

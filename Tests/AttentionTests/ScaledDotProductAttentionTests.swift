@@ -72,6 +72,55 @@ final class ScaledDotProductAttentionTests: XCTestCase {
         }
     }
 
+    /// `[batch, outer, inner · width]` viewed as `[batch, outer, inner, width]` → `[batch, inner, outer, width]`.
+    func headMajor(_ t: Tensor, heads: Int) -> Tensor {
+        let (batch, length, width) = (t.shape[0], t.shape[1], t.shape[2] / heads)
+        var out = [Float](repeating: 0, count: t.count)
+        for b in 0..<batch {
+            for i in 0..<length {
+                for h in 0..<heads {
+                    for e in 0..<width {
+                        out[((b * heads + h) * length + i) * width + e] = t.scalars[((b * length + i) * heads + h) * width + e]
+                    }
+                }
+            }
+        }
+        return try! Tensor(shape: [batch, heads, length, width], scalars: out)
+    }
+
+    func testHeadMajorLayoutsMatchTheFormula() throws {
+        for (n, nk) in [(1, 1), (1, 600), (3, 10), (17, 530)] {
+            for causal in [false, true] {
+                let (heads, kvHeads, d, batch) = (6, 2, 16, 2)
+                let q = randomTensor([batch, n, heads * d], seed: UInt64(n * 7 + nk), amplitude: 2)
+                let k = randomTensor([batch, nk, kvHeads * d], seed: UInt64(n * 7 + nk + 1), amplitude: 2)
+                let v = randomTensor([batch, nk, kvHeads * d], seed: UInt64(n * 7 + nk + 2))
+                let mask = randomTensor([1, heads, n, nk], seed: 9, amplitude: 3)
+                let expected = naive(q, k, v, heads: heads, kvHeads: kvHeads, causal: causal, mask: mask)
+                let expectedHeadMajor = headMajor(try Tensor(shape: q.shape, scalars: expected.map { Float($0) }),
+                                                  heads: heads).scalars.map { Double($0) }
+                for headMajorQueries in [false, true] {
+                    for headMajorKeys in [false, true] where headMajorQueries || headMajorKeys {
+                        for kernel in AttentionKernel.allCases {
+                            let out = try scaledDotProductAttention(
+                                queries: headMajorQueries ? headMajor(q, heads: heads) : q,
+                                keys: headMajorKeys ? headMajor(k, heads: kvHeads) : k,
+                                values: headMajorKeys ? headMajor(v, heads: kvHeads) : v,
+                                nHeads: heads, numKVHeads: kvHeads, isCausal: causal, mask: mask, kernel: kernel)
+                            let label = "\(kernel) n \(n) nk \(nk) causal \(causal) "
+                                + "queries \(headMajorQueries ? "[B,H,N,D]" : "[B,N,H·D]") "
+                                + "keys \(headMajorKeys ? "[B,Hkv,N,D]" : "[B,N,Hkv·D]")"
+                            XCTAssertEqual(out.shape, headMajorQueries ? [batch, heads, n, d] : q.shape, label)
+                            let (error, scale) = maxErrorAndScale(
+                                out.scalars, headMajorQueries ? expectedHeadMajor : expected)
+                            XCTAssertLessThanOrEqual(error, Self.tolerance * max(1, scale), label)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     func testNoKeysGivesZeros() throws {
         let q = randomTensor([2, 3, 8], seed: 1)
         let empty = try Tensor(shape: [2, 0, 8], scalars: [])
@@ -92,12 +141,24 @@ final class ScaledDotProductAttentionTests: XCTestCase {
         expect("numKVHeads (3) must be > 0 and divide nHeads (2)") {
             try scaledDotProductAttention(queries: q, keys: k, values: k, nHeads: 2, numKVHeads: 3)
         }
-        expect("keys shape [2, 5, 4] must be [2, keyLength, 8]") {
+        expect("keys shape [2, 5, 4] must be [2, keyLength, 8] or [2, 2, keyLength, 4]") {
             try scaledDotProductAttention(queries: q, keys: k, values: k, nHeads: 2, numKVHeads: 2)
         }
         expect("values shape [2, 4, 4] must equal keys shape [2, 5, 4]") {
             try scaledDotProductAttention(queries: q, keys: k, values: randomTensor([2, 4, 4], seed: 3),
                                           nHeads: 2, numKVHeads: 1)
+        }
+        expect("keys shape [2, 3, 5, 4] must be [2, 2, keyLength, 4]") {
+            try scaledDotProductAttention(queries: q, keys: Tensor(zeros: [2, 3, 5, 4]),
+                                          values: Tensor(zeros: [2, 3, 5, 4]), nHeads: 2, numKVHeads: 2)
+        }
+        expect("queries shape [2, 3, 3, 8] must be [batch, nHeads, seq, headDim] with nHeads 2") {
+            try scaledDotProductAttention(queries: Tensor(zeros: [2, 3, 3, 8]), keys: k, values: k,
+                                          nHeads: 2, numKVHeads: 2)
+        }
+        expect("queries shape [2, 3, 3, 8, 1] must be [batch, seq, nHeads · headDim] or [batch, nHeads, seq, headDim]") {
+            try scaledDotProductAttention(queries: Tensor(zeros: [2, 3, 3, 8, 1]), keys: k, values: k,
+                                          nHeads: 2, numKVHeads: 2)
         }
         expect("scale (nan) must be finite") {
             try scaledDotProductAttention(queries: q, keys: k, values: k, nHeads: 2, numKVHeads: 1, scale: .nan)
