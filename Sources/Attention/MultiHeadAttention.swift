@@ -46,7 +46,9 @@ public struct MultiHeadAttention: Sendable {
 
     /// Workers the flash kernel runs on, in parallel over (batch, head, query block); `nil`
     /// (the default) means one per active processor. The kernel's own block products run with
-    /// one OpenBLAS thread each, while the projections use ``BLAS/threadCount`` threads.
+    /// one OpenBLAS thread each. Projections of more than 4 tokens use ``BLAS/threadCount``
+    /// OpenBLAS threads; those of up to 4 tokens (decoding) are split across these workers
+    /// instead, one OpenBLAS thread each, so that OpenBLAS's threads stay asleep while decoding.
     /// Results are bitwise identical for every worker count.
     public var kernelWorkerCount: Int?
 
@@ -217,9 +219,10 @@ public struct MultiHeadAttention: Sendable {
                           seed: dropoutSeed ?? UInt64.random(in: .min ... .max))
             : nil
 
-        var queries = project(x.scalars, rows: rows, weight: qProj)
-        var keys = project(x.scalars, rows: rows, weight: kProj)
-        let values = project(x.scalars, rows: rows, weight: vProj)
+        let projected = Projections.apply(x.scalars, rows: rows, weights: [qProj, kProj, vProj],
+                                          workers: projectionWorkers)
+        var queries = projected[0], keys = projected[1]
+        let values = projected[2]
         let sinkKeys = projectedSinks.keys, sinkValues = projectedSinks.values
         if config.useRoPE {
             let rope = RotaryEmbedding(config: config)
@@ -288,32 +291,11 @@ public struct MultiHeadAttention: Sendable {
         return (try Tensor(shape: [batch, n, d], scalars: output), keys, values)
     }
 
-    /// Up to this many rows, projections run as one sgemv per row.
-    static let gemvRowLimit = 4
-
     /// `input · weightᵀ` for `rows` rows of `weight.shape[1]` inputs.
     private func project(_ input: [Float], rows: Int, weight: Tensor) -> [Float] {
-        let outputs = weight.shape[0], inputs = weight.shape[1]
-        var result = [Float](repeating: 0, count: rows * outputs)
-        input.withUnsafeBufferPointer { input in
-            weight.scalars.withUnsafeBufferPointer { weight in
-                result.withUnsafeMutableBufferPointer { result in
-                    if rows <= Self.gemvRowLimit {
-                        // Decoding a few tokens: sgemm would pack the whole weight for each call;
-                        // sgemv streams it once per row.
-                        for r in 0..<rows {
-                            BLAS.gemv(m: outputs, n: inputs, a: weight.baseAddress!, lda: inputs,
-                                      x: input.baseAddress! + r * inputs, y: result.baseAddress! + r * outputs)
-                        }
-                    } else {
-                        BLAS.gemm(transposeB: true, m: rows, n: outputs, k: inputs,
-                                  a: input.baseAddress!, lda: inputs,
-                                  b: weight.baseAddress!, ldb: inputs,
-                                  c: result.baseAddress!, ldc: outputs)
-                    }
-                }
-            }
-        }
-        return result
+        Projections.apply(input, rows: rows, weights: [weight], workers: projectionWorkers)[0]
     }
+
+    /// Workers of a decoding-size projection: the kernel's.
+    private var projectionWorkers: Int { kernelWorkerCount ?? FlashAttention.defaultWorkerCount }
 }

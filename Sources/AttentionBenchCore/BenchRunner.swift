@@ -228,6 +228,7 @@ public struct BenchRunner {
                     layers.append(configured)
                     caches.append(cache)
                 }
+                settleOpenBLASThreads()
                 let samples = try interleaved(label: "decode layer N=\(n) threads=\(threads)") { split in
                     let index = DecodeSplit.allCases.firstIndex(of: split)!
                     return try layers[index].forward(token, cache: &caches[index])
@@ -246,6 +247,7 @@ public struct BenchRunner {
                            scalars: Self.uniformScalars(count: w.batch * n * w.kvDim, seed: w.seed &+ 3))
         for threads in w.threadCounts {
             BLAS.threadCount = threads
+            settleOpenBLASThreads()
             let samples = try interleaved(label: "decode kernel N=\(n) threads=\(threads)") { split in
                 try scaledDotProductAttention(
                     queries: q, keys: k, values: v, nHeads: w.heads, numKVHeads: w.kvHeads,
@@ -257,6 +259,15 @@ public struct BenchRunner {
             }
         }
         return (rows, MemoryReading(seq: n, baselinePeakRssBytes: baseline, peakRssBytes: ResidentMemory.peakBytes()))
+    }
+
+    /// Waits out the spin of OpenBLAS's pool threads after a multi-threaded call (the prefill's
+    /// sgemms, the sgemm-rate measurement, library start-up): they poll for 2²⁸ cycles, about
+    /// 0.07 s at 3.7 GHz, before sleeping, and until then they compete with the kernel's workers
+    /// for the cores. A decoding loop makes no multi-threaded OpenBLAS call (projections of up
+    /// to 4 tokens run on the kernel's workers), so steady decoding runs without them.
+    private func settleOpenBLASThreads() {
+        Thread.sleep(forTimeInterval: 0.2)
     }
 
     private func keyChunks(threads: Int) -> Int {
