@@ -2,8 +2,8 @@ import XCTest
 @testable import Attention
 
 /// The decoding score kernel against float64 dot products, over every shape its blocking
-/// distinguishes: member counts that use the two-query and the one-query loop, key counts
-/// around the groups of four, head widths that are and are not multiples of 8, and key rows
+/// distinguishes: member counts that use the three-, two- and one-query loops, key counts
+/// around the groups of three and four, head widths that are and are not multiples of 8, and key rows
 /// wider than the head (a head-column slice of a wider row).
 ///
 /// Tolerance: |s − s64| ≤ 1e-6 · Σₑ |q·k| (fp32 summation of headDim products in a
