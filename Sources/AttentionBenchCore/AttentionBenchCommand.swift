@@ -40,16 +40,18 @@ public struct AttentionBenchCommand: ParsableCommand {
         tokens, N from --seq (default 1024 and 4096), at each thread count, with the flash \
         kernel's key split off (KeySplit.never, "unsplit") and on (KeySplit.chunks(4·threads), \
         "split": 4 key chunks per worker, so that the chunks balance over the workers). Layer \
-        rows: per (N, threads, split), a linear KVCache (capacity N + warm-up + iterations + 1) \
-        is prefilled with N tokens by MultiHeadAttention.forward(_:cache:), then each call is \
-        forward(token, cache: &cache), which appends its token (so the calls see N + warm-up \
-        ... N + warm-up + iterations − 1 cached tokens); the two splits' calls are interleaved, \
+        rows: per (N, threads, split), a linear KVCache is prefilled with N tokens by \
+        MultiHeadAttention.forward(_:cache:), then each call is forward(token, cache: &cache), \
+        which appends its token (so the timed calls see N plus the warm-up calls and up to \
+        iterations − 1 more cached tokens); the two splits' calls are interleaved, \
         each on its own cache. Kernel rows: scaledDotProductAttention with one query \
         [B, 1, H·D] against [B, Hkv, N, D] keys and values (head-major: the layout of a KVCache \
         and of a PyTorch cache), not causal. Each row gives the median \
         ms per call (one token per batch row), tokens/s, and the bytes of a KVCache holding N \
         tokens (KVCache.byteCount), with GQA and with Hkv = H. --decode --attention-only gives \
-        the kernel rows alone. Defaults with --decode: 50 timed calls after 5 warm-up; no \
+        the kernel rows alone. Defaults with --decode: 50 timed calls after 5 warm-up, the \
+        warm-up extended to at least 0.1 s (after a 0.2 s pause for OpenBLAS's threads to go \
+        idle, so that the kernel's helper threads have settled on their cores); no \
         --max-seconds cap; the flash kernel only.
 
         The environment matters: OPENBLAS_CORETYPE chooses OpenBLAS's compute kernel (the \

@@ -223,7 +223,7 @@ public struct BenchRunner {
                     configured.keySplit = keySplit(split, threads: threads)
                     progress("decode layer N=\(n) threads=\(threads) \(split.rawValue): prefill")
                     var cache = try KVCache(config: config, batch: w.batch,
-                                            capacity: n + w.warmup + w.iterations + 1)
+                                            capacity: n + w.warmup + Self.maxExtraWarmupRounds + w.iterations + 1)
                     _ = try configured.forward(prompt, cache: &cache)
                     layers.append(configured)
                     caches.append(cache)
@@ -261,6 +261,17 @@ public struct BenchRunner {
         return (rows, MemoryReading(seq: n, baselinePeakRssBytes: baseline, peakRssBytes: ResidentMemory.peakBytes()))
     }
 
+    /// Minimum warm-up time of a decode row. After ``settleOpenBLASThreads()`` the kernel's
+    /// helper threads have parked; a woken helper is often queued on the calling thread's
+    /// core, and the scheduler can take tens of milliseconds to move it to the idle one
+    /// (measured: at N = 1024 on 2 threads, 5 warm-up calls left 6 of 8 processes at the
+    /// one-thread speed, 0.1 s of warm-up 1 of 8). A decoding loop pays this once per burst.
+    static let decodeWarmupSeconds = 0.1
+
+    /// At most this many extra warm-up calls per split, so that a layer row's linear cache
+    /// (which grows by one token per call) has a bounded capacity.
+    static let maxExtraWarmupRounds = 1000
+
     /// Waits out the spin of OpenBLAS's pool threads after a multi-threaded call (the prefill's
     /// sgemms, the sgemm-rate measurement, library start-up): they poll for 2²⁸ cycles, about
     /// 0.07 s at 3.7 GHz, before sleeping, and until then they compete with the kernel's workers
@@ -278,12 +289,20 @@ public struct BenchRunner {
         split == .split ? .chunks(keyChunks(threads: threads)) : .never
     }
 
-    /// Warm-up calls, then ``Workload/iterations`` timed rounds of one call per split, the
+    /// Warm-up calls (``Workload/warmup`` per split, and more until ``decodeWarmupSeconds``
+    /// have passed), then ``Workload/iterations`` timed rounds of one call per split, the
     /// splits alternating in order (unsplit, split, split, unsplit, …).
     private func interleaved(label: String, _ call: (DecodeSplit) throws -> Tensor) throws -> [DecodeSplit: [Double]] {
         let w = workload
+        let warmupStart = ContinuousClock.now
         for split in DecodeSplit.allCases {
             for _ in 0..<w.warmup { _ = try call(split) }
+        }
+        var extraRounds = 0
+        while ContinuousClock.now - warmupStart < .seconds(Self.decodeWarmupSeconds),
+              extraRounds < Self.maxExtraWarmupRounds {
+            for split in DecodeSplit.allCases { _ = try call(split) }
+            extraRounds += 1
         }
         var samples: [DecodeSplit: [Double]] = [:]
         progress("\(label): \(w.iterations) timed calls per split")

@@ -124,8 +124,9 @@ public struct Workload: Sendable, Equatable, Codable {
 ///
 /// - `.forward` mode (layer rows, then kernel rows): a linear ``KVCache`` is prefilled once with
 ///   `N` tokens per configuration, then each timed call is `MultiHeadAttention.forward` of one
-///   new token per batch row against it (the cache grows by one token per call, so the calls see
-///   `N + warmup … N + warmup + iterations − 1` cached tokens).
+///   new token per batch row against it (the cache grows by one token per call, so the timed
+///   calls see `N` plus the warm-up calls and up to `iterations − 1` more cached tokens; the
+///   warm-up lasts at least 0.1 s).
 /// - Kernel rows (both modes; alone with `.attentionOnly`): `scaledDotProductAttention` with
 ///   one query `[B, 1, H·D]` against head-major `[B, Hkv, N, D]` keys and values (the layout
 ///   of a ``KVCache`` and of a PyTorch cache), not causal (the query sees every key).
