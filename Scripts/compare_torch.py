@@ -37,8 +37,9 @@ faster). GF/s uses the bench's flop formula (`attention-bench --help`).
           PyTorch KV cache), enable_gqa=True. On a torch without enable_gqa the keys and values
           are repeat_interleave'd to H heads inside the timed call (a cache holds Hkv heads, so
           that copy is part of every decoding step). N defaults to 1024,4096, --iterations to 50,
-          --warmup to 5. One table row per (N, threads, Swift split); both splits of a round
-          come from the same Swift process and are compared with the same PyTorch timing.
+          --warmup to 5; both sides then keep warming up until 0.1 s has passed. One table row
+          per (N, threads, Swift split); both splits of a round come from the same Swift process
+          and are compared with the same PyTorch timing.
 
 Threads: the Swift bench sets OpenBLAS threads and flash workers to t; PyTorch gets
 torch.set_num_threads(t). Inputs are fp32 uniform in [-1, 1); weights follow PyTorch's defaults.
@@ -233,8 +234,11 @@ if torch is not None:
             sys.exit(f"compare_torch.py: LibraryAttention differs from its float64 check by {error:.2e}")
         return error
 
-    def torch_median_ms(call, iterations, warmup):
+    def torch_median_ms(call, iterations, warmup, min_warmup_seconds=0.0):
+        start = time.perf_counter()
         for _ in range(warmup):
+            call()
+        while time.perf_counter() - start < min_warmup_seconds:
             call()
         times = []
         for _ in range(iterations):
@@ -306,7 +310,8 @@ def print_rows(header, table, rows, text_column, csv_path):
 def time_torch_round(subject, a, times):
     """One PyTorch round: the median of a.iterations calls, appended to times."""
     with torch.inference_mode():
-        times.append(torch_median_ms(subject, a.iterations, a.warmup))
+        # --decode: at least 0.1 s of warm-up, as attention-bench --decode gives each row.
+        times.append(torch_median_ms(subject, a.iterations, a.warmup, 0.1 if a.decode else 0.0))
     time.sleep(0.05)  # let OpenMP's spinning workers go idle before Swift runs
 
 def build_bench():
