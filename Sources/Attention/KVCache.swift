@@ -30,9 +30,20 @@ public struct KVCache: Sendable, Equatable {
     /// Tokens each batch row has processed so far (also the position offset of its next token).
     public internal(set) var lengths: [Int]
     /// `[batch, numKVHeads, capacity, headDim]`: head-major, so one head's cached keys are a
-    /// contiguous matrix (decoding reads them with one streaming sgemv per block).
+    /// contiguous matrix (decoding reads them with one streaming sgemv per block). The
+    /// tensor starts at element ``keysOffset`` of `keys` (``valuesOffset`` of `values`).
     var keys: [Float]
     var values: [Float]
+    /// Where the cached tensors start in their arrays: the first 64-byte boundary of the
+    /// array's storage. A large Swift array's elements sit 16 bytes past a 32-byte boundary
+    /// (glibc's chunk header plus the array header), and OpenBLAS's AVX2 `sgemv` reading such
+    /// rows for `O += P·V` ran 25 % slower than on aligned ones (0.183 against 0.137 ms for
+    /// 12 heads × 4,096 keys). A copy of the cache keeps the offsets (and stays correct) even
+    /// if its new storage is aligned differently.
+    let keysOffset: Int
+    let valuesOffset: Int
+    /// Elements of each cached tensor: `batch · capacity · numKVHeads · headDim`.
+    private let elementCount: Int
 
     /// A linear cache holding up to `capacity` tokens per batch row.
     ///
@@ -67,12 +78,27 @@ public struct KVCache: Sendable, Equatable {
         self.capacity = slots
         self.window = window
         self.lengths = Array(repeating: 0, count: batch)
-        self.keys = Array(repeating: 0, count: count)
-        self.values = Array(repeating: 0, count: count)
+        let padding = Self.alignment / MemoryLayout<Float>.stride
+        let keys = Array(repeating: Float(0), count: count + padding)
+        let values = Array(repeating: Float(0), count: count + padding)
+        self.keysOffset = Self.alignedOffset(keys)
+        self.valuesOffset = Self.alignedOffset(values)
+        self.keys = keys
+        self.values = values
+        self.elementCount = count
+    }
+
+    /// Alignment of the cached tensors, in bytes: a cache line, and a whole AVX-512 vector.
+    static let alignment = 64
+
+    /// Elements from the start of `array`'s storage to its first ``alignment``-byte boundary.
+    private static func alignedOffset(_ array: [Float]) -> Int {
+        let address = array.withUnsafeBufferPointer { Int(bitPattern: $0.baseAddress) }
+        return (alignment - address % alignment) % alignment / MemoryLayout<Float>.stride
     }
 
     /// Bytes of key and value storage: `2 · batch · capacity · numKVHeads · headDim · 4`.
-    public var byteCount: Int { (keys.count + values.count) * MemoryLayout<Float>.stride }
+    public var byteCount: Int { 2 * elementCount * MemoryLayout<Float>.stride }
 
     /// Tokens currently stored for batch row `b` (at most ``capacity``).
     public func storedCount(row b: Int) -> Int { min(lengths[b], capacity) }
@@ -94,7 +120,8 @@ public struct KVCache: Sendable, Equatable {
             let firstRun = min(stored, capacity - slot)
             return [(slot, firstRun, s + oldest), (0, stored - firstRun, s + oldest + firstRun)]
         }
-        return .init(keys: keys, values: values, batchStride: capacity * kvWidth,
+        return .init(keys: keys, values: values, keysOffset: keysOffset, valuesOffset: valuesOffset,
+                     batchStride: capacity * kvWidth,
                      headStride: capacity * config.headDim, spans: spans)
     }
 
@@ -113,8 +140,8 @@ public struct KVCache: Sendable, Equatable {
                     for head in 0..<config.numKVHeads {
                         let target = ((b * config.numKVHeads + head) * capacity + slot) * d
                         for e in 0..<d {
-                            keys[target + e] = newKeys[source + head * d + e]
-                            values[target + e] = newValues[source + head * d + e]
+                            keys[keysOffset + target + e] = newKeys[source + head * d + e]
+                            values[valuesOffset + target + e] = newValues[source + head * d + e]
                         }
                     }
                 }

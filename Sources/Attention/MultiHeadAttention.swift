@@ -193,6 +193,9 @@ public struct MultiHeadAttention: Sendable {
         /// so each head's cached rows are contiguous for the decode sgemv.
         var keys: [Float]
         var values: [Float]
+        /// Element of `keys` (of `values`) where the cached tensor starts.
+        var keysOffset: Int
+        var valuesOffset: Int
         /// Elements between batch rows: `numKVHeads · capacity · headDim`.
         var batchStride: Int
         /// Elements between key/value heads: `capacity · headDim`.
@@ -258,7 +261,8 @@ public struct MultiHeadAttention: Sendable {
                     for span in history.spans[b] where span.count > 0 {
                         let offset = b * history.batchStride + span.slot * hd
                         list.append(KeyValueSegment(
-                            keys: historyKeys.baseAddress! + offset, values: historyValues.baseAddress! + offset,
+                            keys: historyKeys.baseAddress! + history.keysOffset + offset,
+                            values: historyValues.baseAddress! + history.valuesOffset + offset,
                             rowStride: hd, headStride: history.headStride, rowCount: span.count,
                             firstPosition: span.firstPosition, isSink: false, firstMaskColumn: nil))
                     }

@@ -191,6 +191,27 @@ final class KVCacheTests: XCTestCase {
 
     // MARK: - Bad input: thrown, cache unchanged
 
+    func testCachedTensorsAre64ByteAlignedAndACopyDecodesIndependently() throws {
+        let model = try layer()
+        let x = randomTensor([2, 9, 48], seed: 77)
+        var cache = try KVCache(config: model.config, batch: 2, capacity: 16)
+        for (array, offset) in [(cache.keys, cache.keysOffset), (cache.values, cache.valuesOffset)] {
+            let address = array.withUnsafeBufferPointer { Int(bitPattern: $0.baseAddress) }
+            XCTAssertEqual((address + offset * MemoryLayout<Float>.stride) % KVCache.alignment, 0)
+        }
+        XCTAssertEqual(cache.byteCount, 2 * 2 * 16 * model.config.numKVHeads * model.config.headDim * 4)
+
+        _ = try model.forward(tokens(x, 0..<8), cache: &cache)
+        // The copy's storage is new (copy on write) and may sit at another alignment; it keeps
+        // the original's offsets and must decode exactly as the original does.
+        var copy = cache
+        let fromCopy = try model.forward(tokens(x, 8..<9), cache: &copy)
+        let fromOriginal = try model.forward(tokens(x, 8..<9), cache: &cache)
+        XCTAssertEqual(fromCopy, fromOriginal)
+        assertClose(fromOriginal, tokens(try model.forward(x), 8..<9), "decode after a copy")
+        XCTAssertEqual(copy.lengths, [9, 9])
+    }
+
     func testCacheFromAnotherConfigurationThrows() throws {
         let model = try layer(gqa: true)
         var cache = try KVCache(config: try layer(gqa: false).config, batch: 1, capacity: 8)
