@@ -131,7 +131,7 @@ enum FlashAttention {
                     }
                 }
             }
-            WorkerPool.shared.run(count: workerCount, body)
+            WorkerPool.run(count: workerCount, body)
         }
 
         if let partials {

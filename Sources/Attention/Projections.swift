@@ -48,7 +48,7 @@ enum Projections {
                     let jobs = SliceJobs(input: input.baseAddress!, weights: pointers, output: flat.baseAddress!,
                                          rows: rows, inputs: inputs, sliceCount: sliceCount)
                     BLAS.withSingleThreadedCalls {
-                        WorkerPool.shared.run(count: sliceCount) { jobs.run(slice: $0) }
+                        WorkerPool.run(count: sliceCount) { jobs.run(slice: $0) }
                     }
                 }
             }

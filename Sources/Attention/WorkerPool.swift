@@ -23,7 +23,7 @@ import Synchronization
 /// from inside a job) runs on `DispatchQueue.concurrentPerform` instead.
 final class WorkerPool: @unchecked Sendable {
     /// One helper per active processor beyond the calling thread's.
-    static let shared = WorkerPool(helpers: max(0, ProcessInfo.processInfo.activeProcessorCount - 1))
+    private static let shared = WorkerPool(helpers: max(0, ProcessInfo.processInfo.activeProcessorCount - 1))
 
     /// Processor time an idle helper spends polling for the next job before it parks.
     static let spinDuration: Duration = .microseconds(200)
@@ -76,12 +76,17 @@ final class WorkerPool: @unchecked Sendable {
     }
 
     /// Runs `body(i)` for every `i` in `0..<count`, in parallel on the calling thread and the
-    /// helpers, and returns when all have returned.
-    func run(count: Int, _ body: @escaping @Sendable (Int) -> Void) {
+    /// helpers, and returns when all have returned. A single index runs on the calling thread
+    /// without starting the pool.
+    static func run(count: Int, _ body: @escaping @Sendable (Int) -> Void) {
         guard count > 1 else {
             if count == 1 { body(0) }
             return
         }
+        shared.run(count: count, body)
+    }
+
+    private func run(count: Int, _ body: @escaping @Sendable (Int) -> Void) {
         guard !helpers.isEmpty,
               busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged
         else {

@@ -13,7 +13,7 @@ final class WorkerPoolTests: XCTestCase {
     /// Runs `count` indices and returns how many times each ran, read after `run` returned.
     private static func runCounting(_ count: Int) -> [Int] {
         let runs = LockedCounts(count)
-        WorkerPool.shared.run(count: count) { index in
+        WorkerPool.run(count: count) { index in
             // Long enough that a slow helper would be caught still running after `run` returns.
             usleep(UInt32(index % 3) * 200)
             runs.increment(index)
@@ -50,8 +50,8 @@ final class WorkerPoolTests: XCTestCase {
         XCTAssertEqual(failures.load(ordering: .relaxed), 0)
 
         let inner = LockedCounts(3 * 4)
-        WorkerPool.shared.run(count: 3) { outer in
-            WorkerPool.shared.run(count: 4) { index in inner.increment(outer * 4 + index) }
+        WorkerPool.run(count: 3) { outer in
+            WorkerPool.run(count: 4) { index in inner.increment(outer * 4 + index) }
         }
         XCTAssertEqual(inner.values, Array(repeating: 1, count: 12))
     }
