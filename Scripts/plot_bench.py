@@ -33,6 +33,16 @@ def read_rows(path):
     return rows
 
 
+def finish_axes(ax, xlabel, title):
+    """Labels, title, a zero-based GF/s axis, grid and legend, the same on every panel."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("GF/s")
+    ax.set_title(title)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
 def main(argv):
     p = argparse.ArgumentParser(description="attention-bench CSV to PNG: thread count vs GF/s.")
     p.add_argument("csv", nargs="+", help="CSV files written by attention-bench --format csv")
@@ -101,23 +111,13 @@ def main(argv):
     ax = axes[0][0]
     all_threads = sorted({r["threads"] for _, rows in files for r in rows})
     ax.set_xticks(all_threads)
-    ax.set_xlabel("threads (OpenBLAS threads = flash workers)")
-    ax.set_ylabel("GF/s")
-    ax.set_title(f"{what}, seq {seq}")
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    finish_axes(ax, "threads (OpenBLAS threads = flash workers)", f"{what}, seq {seq}")
     if sweep:
         ax = axes[0][1]
         ax.set_xscale("log", base=2)
         ax.set_xticks(seqs)
         ax.set_xticklabels([str(n) for n in seqs])
-        ax.set_xlabel("sequence length N")
-        ax.set_ylabel("GF/s")
-        ax.set_title(f"{what}, sequence sweep")
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        finish_axes(ax, "sequence length N", f"{what}, sequence sweep")
     fig.suptitle(a.title or f"attention-bench: {shape}", fontsize=11)
     fig.tight_layout()
     fig.savefig(a.output, dpi=110)

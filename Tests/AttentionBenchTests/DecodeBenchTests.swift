@@ -48,9 +48,7 @@ final class DecodeBenchTests: XCTestCase {
     func testTinyDecodeRunProducesWellFormedCSV() throws {
         let report = try BenchRunner(workload: tinyDecodeWorkload(mode: .forward)).run()
         XCTAssertTrue(report.results.isEmpty)
-        let lines = report.csv().split(separator: "\n", omittingEmptySubsequences: false)
-        XCTAssertEqual(lines.last, "", "the CSV ends with a newline")
-        let rows = lines.dropLast().map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
+        let rows = csvRows(report)
         XCTAssertEqual(rows.first, BenchReport.decodeCsvColumns)
         XCTAssertEqual(rows.count, 1 + 2 * 2 * 2, "header + (layer, kernel) × threads × splits")
         let column = Dictionary(uniqueKeysWithValues: BenchReport.decodeCsvColumns.enumerated().map { ($1, $0) })

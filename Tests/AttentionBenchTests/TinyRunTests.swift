@@ -14,9 +14,7 @@ final class TinyRunTests: XCTestCase {
 
     func testTinyRunProducesWellFormedCSV() throws {
         let report = try BenchRunner(workload: tinyWorkload()).run()
-        let lines = report.csv().split(separator: "\n", omittingEmptySubsequences: false)
-        XCTAssertEqual(lines.last, "", "the CSV ends with a newline")
-        let rows = lines.dropLast().map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
+        let rows = csvRows(report)
         XCTAssertEqual(rows.first, BenchReport.csvColumns)
         XCTAssertEqual(rows.count, 1 + 2 * 2 * 2, "header + seqs × threads × kernels")
         let column = Dictionary(uniqueKeysWithValues: BenchReport.csvColumns.enumerated().map { ($1, $0) })
@@ -87,4 +85,11 @@ final class TinyRunTests: XCTestCase {
         let rows = table.split(separator: "\n").filter { $0.split(separator: " ").first == "9" }
         XCTAssertEqual(rows.count, 4, "2 thread counts × 2 kernels")
     }
+}
+
+/// The cells of `report.csv()`, row by row, after checking that the text ends with a newline.
+func csvRows(_ report: BenchReport, file: StaticString = #filePath, line: UInt = #line) -> [[String]] {
+    let lines = report.csv().split(separator: "\n", omittingEmptySubsequences: false)
+    XCTAssertEqual(lines.last, "", "the CSV ends with a newline", file: file, line: line)
+    return lines.dropLast().map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
 }
