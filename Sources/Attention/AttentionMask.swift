@@ -5,7 +5,7 @@
 /// keys only (sink columns get 0, so sinks stay visible); a width of `S+N` covers the sinks too,
 /// in key order `[sinks ; tokens]`. Values are added to the scaled scores: `0` = visible,
 /// `−∞` or a large negative number = hidden. NaN and `+∞` are rejected.
-struct MaskLayout {
+struct MaskLayout: Sendable {
     var batchStride: Int
     var headStride: Int
     var width: Int

@@ -141,3 +141,85 @@ struct AttentionProblem: @unchecked Sendable {
         !segment.isSink && !visibleTokenPositions(forQueryAt: queryPosition).contains(keyPosition)
     }
 }
+
+/// How one kernel call runs: everything a caller may choose besides the problem itself.
+struct KernelOptions: Sendable, Equatable {
+    var kernel: AttentionKernel = .flash
+    /// Flash workers; `nil` means one per active processor (``FlashAttention/defaultWorkerCount``).
+    var workers: Int? = nil
+    /// How the flash kernel splits one (batch row, head)'s keys across workers.
+    var keySplit: KeySplit = .automatic
+    /// The flash kernel's blocks; `nil` chooses them from the query count.
+    var blockSizes: FlashBlockSizes? = nil
+}
+
+extension AttentionProblem {
+    /// Runs the kernel `options` names on this problem: the one entry point of both kernels,
+    /// for ``MultiHeadAttention``, ``scaledDotProductAttention(queries:keys:values:nHeads:numKVHeads:scale:isCausal:mask:kernel:workers:keySplit:)``
+    /// and the tests. Overwrites `context`.
+    func run(_ options: KernelOptions) {
+        switch options.kernel {
+        case .flash: FlashAttention.run(self, options: options)
+        case .reference: ReferenceAttention.run(self)
+        }
+    }
+
+    /// Throws ``AttentionError/sizeLimitExceeded(_:)`` unless a call of these sizes fits BLAS's
+    /// 32-bit `blasint` and `Int`, before anything is allocated:
+    ///
+    /// - `batch · queries` query rows (and, with `batchedKeys`, `batch · keys` rows of one key
+    ///   tensor) at most ``AttentionLimits/maxDimension``;
+    /// - one batch row's keys, the sum of `keyParts`, at most ``AttentionLimits/maxDimension``
+    ///   (summed without overflow, so `seq` near `Int.max` still gets this message);
+    /// - the `[queries, keys]` score matrix of one (batch row, head) countable in `Int`.
+    ///
+    /// - Parameters:
+    ///   - queryName: how the caller calls its query count (`"seq"`, `"queryLength"`).
+    ///   - keyParts: the named parts of one batch row's keys in order, e.g. sinks, cached
+    ///     tokens, this call's tokens.
+    ///   - batchedKeys: the name of the key count when keys arrive as one `[batch · keys]`
+    ///     tensor, `nil` when they do not.
+    static func checkSizes(
+        batch: Int, queries: Int, queryName: String, keyParts: [(name: String, count: Int)],
+        batchedKeys: String? = nil
+    ) throws {
+        let limit = AttentionLimits.maxDimension
+        func fail(_ what: String, _ value: String) -> AttentionError {
+            .sizeLimitExceeded("\(what) (\(value)) must be <= \(limit), BLAS's 32-bit size limit")
+        }
+        // Every count is an extent of a tensor that exists, so each product below fits Int.
+        guard batch * queries <= limit else { throw fail("batch · \(queryName)", "\(batch) · \(queries)") }
+        let keys = keyParts.reduce(0) { total, part in total > limit ? total : total + min(part.count, limit + 1) }
+        guard keys <= limit else {
+            throw fail(keyParts.map(\.name).joined(separator: " + "),
+                       keyParts.map { String($0.count) }.joined(separator: " + "))
+        }
+        if let batchedKeys, batch * keys > limit {
+            throw fail("batch · \(batchedKeys)", "\(batch) · \(keys)")
+        }
+        _ = try checkedElementCount([queries, keys], of: "score matrix [\(queryName), keys]")
+    }
+}
+
+/// An additive mask that passed ``MaskLayout/validate(_:batch:heads:queryCount:sinkCount:)``,
+/// with its layout.
+struct ValidatedMask: Sendable {
+    let tensor: Tensor
+    let layout: MaskLayout
+
+    /// Runs `body` with the mask viewed as the kernels read it, valid for the call.
+    func withAdditiveMask<Result>(_ body: (AdditiveMask) throws -> Result) rethrows -> Result {
+        try tensor.scalars.withUnsafeBufferPointer { scalars in
+            try body(AdditiveMask(scalars: scalars.baseAddress!, batchStride: layout.batchStride,
+                                  headStride: layout.headStride, rowStride: layout.width))
+        }
+    }
+}
+
+extension Optional where Wrapped == ValidatedMask {
+    /// `body(nil)` without a mask.
+    func withAdditiveMask<Result>(_ body: (AdditiveMask?) throws -> Result) rethrows -> Result {
+        guard let mask = self else { return try body(nil) }
+        return try mask.withAdditiveMask { try body($0) }
+    }
+}

@@ -7,14 +7,13 @@
 /// block for a 2- or 3-row product. Here each key element is loaded once for two query heads
 /// and stays in a register: four keys × two heads are eight independent SSE accumulators, and a
 /// 4 × 4 transpose-add turns them into eight scores. Written for baseline x86-64 (SSE2, 16
-/// registers, no FMA) and arm64 code generation.
+/// registers, no FMA) and arm64 code generation. A head width that is not a multiple of 4
+/// adds its last `headDim % 4` products in scalar code after the vector sum.
 enum DotProducts {
     typealias Lanes = SIMD4<Float>
 
     /// `scores[m · scoreStride + j] = Σₑ queries[m · headDim + e] · keys[j · keyStride + e]`
-    /// for `m < members`, `j < count`.
-    ///
-    /// - Precondition: `headDim` is a multiple of 4 (callers fall back to BLAS otherwise).
+    /// for `m < members`, `j < count`, any `headDim >= 1`.
     static func scores(
         queries: UnsafePointer<Float>, members: Int, headDim: Int,
         keys: UnsafePointer<Float>, keyStride: Int, count: Int,
@@ -61,11 +60,26 @@ enum DotProducts {
     static func dot(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, headDim: Int) -> Float {
         var sum = Lanes()
         var e = 0
-        while e < headDim {
+        while e + 4 <= headDim {
             sum += load(q + e) * load(k + e)
             e += 4
         }
-        return (sum[0] + sum[1]) + (sum[2] + sum[3])
+        return addTail((sum[0] + sum[1]) + (sum[2] + sum[3]), q, k, headDim: headDim)
+    }
+
+    /// `sum` plus the products of the last `headDim % 4` elements, which the vector loops leave
+    /// out. With no tail, `sum` is returned as it is (adding `+0` would turn a `−0` score into
+    /// `+0`).
+    @inline(__always)
+    static func addTail(_ sum: Float, _ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, headDim: Int) -> Float {
+        var e = headDim & ~3
+        guard e < headDim else { return sum }
+        var result = sum
+        while e < headDim {
+            result += q[e] * k[e]
+            e += 1
+        }
+        return result
     }
 
     /// Three keys × three queries per step: nine accumulators, each key load used three times,
@@ -86,7 +100,7 @@ enum DotProducts {
             var b0 = Lanes(), b1 = Lanes(), b2 = Lanes()
             var c0 = Lanes(), c1 = Lanes(), c2 = Lanes()
             var e = 0
-            while e < d {
+            while e + 4 <= d {
                 let x0 = load(k0 + e), x1 = load(k1 + e), x2 = load(k2 + e)
                 let qa4 = load(qa + e)
                 a0 += qa4 * x0; a1 += qa4 * x1; a2 += qa4 * x2
@@ -98,9 +112,17 @@ enum DotProducts {
             }
             let ra = laneSums(a0, a1, a2, Lanes()), rb = laneSums(b0, b1, b2, Lanes())
             let rc = laneSums(c0, c1, c2, Lanes())
-            sa[j] = ra[0]; sa[j + 1] = ra[1]; sa[j + 2] = ra[2]
-            sb[j] = rb[0]; sb[j + 1] = rb[1]; sb[j + 2] = rb[2]
-            sc[j] = rc[0]; sc[j + 1] = rc[1]; sc[j + 2] = rc[2]
+            if d % 4 == 0 {
+                sa[j] = ra[0]; sa[j + 1] = ra[1]; sa[j + 2] = ra[2]
+                sb[j] = rb[0]; sb[j + 1] = rb[1]; sb[j + 2] = rb[2]
+                sc[j] = rc[0]; sc[j + 1] = rc[1]; sc[j + 2] = rc[2]
+            } else {
+                for (i, key) in [k0, k1, k2].enumerated() {
+                    sa[j + i] = addTail(ra[i], qa, key, headDim: d)
+                    sb[j + i] = addTail(rb[i], qb, key, headDim: d)
+                    sc[j + i] = addTail(rc[i], qc, key, headDim: d)
+                }
+            }
             j += 3
         }
         while j < count {
@@ -124,7 +146,7 @@ enum DotProducts {
             var a0 = Lanes(), a1 = Lanes(), a2 = Lanes(), a3 = Lanes()
             var b0 = Lanes(), b1 = Lanes(), b2 = Lanes(), b3 = Lanes()
             var e = 0
-            while e < d {
+            while e + 4 <= d {
                 let x0 = load(k0 + e), x1 = load(k1 + e), x2 = load(k2 + e), x3 = load(k3 + e)
                 let qa4 = load(qa + e)
                 a0 += qa4 * x0; a1 += qa4 * x1; a2 += qa4 * x2; a3 += qa4 * x3
@@ -132,8 +154,16 @@ enum DotProducts {
                 b0 += qb4 * x0; b1 += qb4 * x1; b2 += qb4 * x2; b3 += qb4 * x3
                 e += 4
             }
-            store(laneSums(a0, a1, a2, a3), to: sa + j)
-            store(laneSums(b0, b1, b2, b3), to: sb + j)
+            let ra = laneSums(a0, a1, a2, a3), rb = laneSums(b0, b1, b2, b3)
+            if d % 4 == 0 {
+                store(ra, to: sa + j)
+                store(rb, to: sb + j)
+            } else {
+                for (i, key) in [k0, k1, k2, k3].enumerated() {
+                    sa[j + i] = addTail(ra[i], qa, key, headDim: d)
+                    sb[j + i] = addTail(rb[i], qb, key, headDim: d)
+                }
+            }
             j += 4
         }
         while j < count {
@@ -163,12 +193,19 @@ enum DotProducts {
                 a3 += qa4 * load(k3 + e); b3 += qb4 * load(k3 + e + 4)
                 e += 8
             }
-            if e < d {
+            if e + 4 <= d {
                 let qa4 = load(q + e)
                 a0 += qa4 * load(k0 + e); a1 += qa4 * load(k1 + e)
                 a2 += qa4 * load(k2 + e); a3 += qa4 * load(k3 + e)
             }
-            store(laneSums(a0 + b0, a1 + b1, a2 + b2, a3 + b3), to: s + j)
+            let sums = laneSums(a0 + b0, a1 + b1, a2 + b2, a3 + b3)
+            if d % 4 == 0 {
+                store(sums, to: s + j)
+            } else {
+                for (i, key) in [k0, k1, k2, k3].enumerated() {
+                    s[j + i] = addTail(sums[i], q, key, headDim: d)
+                }
+            }
             j += 4
         }
         while j < count {

@@ -66,23 +66,22 @@ public enum KeySplit: Sendable, Hashable {
 /// Every item is computed the same way whichever worker takes it, so results are bitwise
 /// identical for any worker count.
 enum FlashAttention {
-    static func run(
-        _ problem: AttentionProblem, blockSizes: FlashBlockSizes? = nil, workers: Int? = nil,
-        keySplit: KeySplit = .automatic
-    ) {
+    /// Called through ``AttentionProblem/run(_:)``; reads `options.workers`, `keySplit` and
+    /// `blockSizes`.
+    static func run(_ problem: AttentionProblem, options: KernelOptions) {
         let n = problem.queryCount
         guard n > 0, problem.batch > 0 else { return }
         let keyCounts = problem.segments.map { $0.reduce(0) { $0 + $1.rowCount } }
         let maxKeys = keyCounts.max() ?? 0
-        let blocks = blockSizes ?? .automatic(queryCount: n)
+        let blocks = options.blockSizes ?? .automatic(queryCount: n)
         let queryBlock = min(blocks.queryBlock, n)
         // Round the key block up to whole SIMD vectors; padded columns hold −∞.
         let keyBlock = roundUp(min(blocks.keyBlock, max(maxKeys, 1)), to: VectorMath.width)
         let queryBlocks = (n + queryBlock - 1) / queryBlock
-        let requestedWorkers = max(1, workers ?? defaultWorkerCount)
+        let requestedWorkers = max(1, options.workers ?? defaultWorkerCount)
         let group = problem.groupSize
         let chunks: Int
-        switch keySplit {
+        switch options.keySplit {
         case .never: chunks = 1
         case .chunks(let count): chunks = max(1, min(count, maxKeys))
         case .automatic:
@@ -296,10 +295,11 @@ enum FlashAttention {
             scratch.rowMax(member).update(repeating: -.infinity, count: rows)
             scratch.rowSum(member).update(repeating: 0, count: rows)
         }
-        // One query row (decoding): the whole group's scores come from one register-blocked
-        // pass over each key block instead of one BLAS call per head.
-        let groupedSingleQuery = rows == 1 && d % 4 == 0
-        if groupedSingleQuery {
+        // The item's path, chosen once: one query row (decoding) takes the whole group's scores
+        // from one register-blocked pass over each key block (``DotProducts``) instead of one
+        // BLAS call per head; a block of rows takes two sgemms per head and key block.
+        let singleQuery = rows == 1
+        if singleQuery {
             let ldq = problem.queryRowStride
             let groupQueries = problem.queries + (batch * problem.queryCount + queries.lowerBound) * ldq
                 + kvHead * group * d
@@ -344,7 +344,7 @@ enum FlashAttention {
                     keys: segment.keys + start * segment.rowStride + segment.headOffset(kvHead, headDim: d),
                     values: segment.values + start * segment.rowStride + segment.headOffset(kvHead, headDim: d),
                     rows: firstRow..<endRow)
-                if groupedSingleQuery {
+                if singleQuery {
                     accumulateSingleQuery(problem, block: block, batch: batch, kvHead: kvHead,
                                           query: queries.lowerBound, scratch: scratch)
                 } else {
@@ -371,7 +371,8 @@ enum FlashAttention {
         var rows: Range<Int>
     }
 
-    /// One online-softmax step of one head over one key block.
+    /// One online-softmax step of one head over one key block, for the block's active rows:
+    /// `S = Q·Kᵀ` and `O += P·V` as sgemms.
     @inline(__always)
     private static func accumulate(
         _ problem: AttentionProblem, block: KeyBlock, batch: Int, head: Int, queries: Range<Int>,
@@ -384,15 +385,9 @@ enum FlashAttention {
         let q = problem.queries + (batch * problem.queryCount + queries.lowerBound) * ldq + head * d
         let rowStride = block.segment.rowStride
 
-        if activeRows == 1 {
-            // One query (decoding): s = K·q reads the keys once, with no packing.
-            BLAS.gemv(m: count, n: d, alpha: problem.scale * log2e, a: block.keys, lda: rowStride,
-                      x: q + firstRow * ldq, y: scores + firstRow * ldk)
-        } else {
-            BLAS.gemm(transposeB: true, m: activeRows, n: count, k: d, alpha: problem.scale * log2e,
-                      a: q + firstRow * ldq, lda: ldq, b: block.keys, ldb: rowStride,
-                      c: scores + firstRow * ldk, ldc: ldk)
-        }
+        BLAS.gemm(transposeB: true, m: activeRows, n: count, k: d, alpha: problem.scale * log2e,
+                  a: q + firstRow * ldq, lda: ldq, b: block.keys, ldb: rowStride,
+                  c: scores + firstRow * ldk, ldc: ldk)
 
         for i in block.rows {
             softmaxStep(problem, block: block, batch: batch, head: head, query: queries.lowerBound + i,
@@ -400,15 +395,9 @@ enum FlashAttention {
                         accumulator: accumulator + i * d)
         }
 
-        if activeRows == 1 {
-            // o += Vᵀ·p
-            BLAS.gemv(transposeA: true, m: count, n: d, a: block.values, lda: rowStride,
-                      x: scores + firstRow * ldk, beta: 1, y: accumulator + firstRow * d)
-        } else {
-            BLAS.gemm(m: activeRows, n: d, k: count, a: scores + firstRow * ldk, lda: ldk,
-                      b: block.values, ldb: rowStride, beta: 1,
-                      c: accumulator + firstRow * d, ldc: d)
-        }
+        BLAS.gemm(m: activeRows, n: d, k: count, a: scores + firstRow * ldk, lda: ldk,
+                  b: block.values, ldb: rowStride, beta: 1,
+                  c: accumulator + firstRow * d, ldc: d)
     }
 
     /// One group's step over one key block for an item with a single query row: the scores of

@@ -57,24 +57,27 @@ public struct MultiHeadAttention: Sendable {
     public var keySplit: KeySplit = .automatic
 
     /// `sinkStates · kProjᵀ` with RoPE at positions `0..<S`, and `sinkStates · vProjᵀ`, each
-    /// `[S, numKVHeads · headDim]`: a function of the weights alone, so it is computed when they
-    /// change rather than on every call (decoding one token would otherwise re-read both
-    /// projections once per sink).
-    private(set) var projectedSinks: (keys: [Float], values: [Float]) = ([], [])
+    /// `[S, numKVHeads · headDim]` (no rows without sinks): a function of the weights alone, so
+    /// it is computed when they change rather than on every call (decoding one token would
+    /// otherwise re-read both projections once per sink).
+    private(set) var projectedSinks = ProjectedKeyValues(rows: 0, width: 0)
 
     /// Recomputes ``projectedSinks`` from the current weights.
     mutating func refreshProjectedSinks() {
+        let kvWidth = config.numKVHeads * config.headDim
         guard let sinkStates else {
-            projectedSinks = ([], [])
+            projectedSinks = ProjectedKeyValues(rows: 0, width: kvWidth)
             return
         }
-        let s = config.numSinks, kvWidth = config.numKVHeads * config.headDim
-        var keys = project(sinkStates.scalars, rows: s, weight: kProj)
+        let s = config.numSinks
+        let projected = Projections.apply(sinkStates.scalars, rows: s, weights: [kProj, vProj],
+                                          workers: projectionWorkers)
+        var keys = projected[0]
         if config.useRoPE {
-            RotaryEmbedding(config: config).apply(to: &keys, rows: s, rowStride: kvWidth, headCount: config.numKVHeads,
-                                                  sequenceLength: s, firstPosition: 0)
+            RotaryEmbedding(config: config).apply(to: &keys, batch: 1, seq: s, headCount: config.numKVHeads,
+                                                  firstPositions: [0])
         }
-        projectedSinks = (keys, project(sinkStates.scalars, rows: s, weight: vProj))
+        projectedSinks = ProjectedKeyValues(keys: keys, values: projected[1], width: kvWidth)
     }
 
     /// Forces the flash kernel's block sizes (tests use small blocks to span many of them).
@@ -146,14 +149,14 @@ public struct MultiHeadAttention: Sendable {
         dropoutSeed: UInt64?, kernel: AttentionKernel? = nil
     ) throws -> Tensor {
         let (batch, n) = try validateInput(x, extraKeys: 0)
-        let maskLayout = try mask.map {
-            try MaskLayout.validate($0, batch: batch, heads: config.nHeads, queryCount: n, sinkCount: config.numSinks)
+        let validatedMask = try mask.map {
+            ValidatedMask(tensor: $0, layout: try MaskLayout.validate(
+                $0, batch: batch, heads: config.nHeads, queryCount: n, sinkCount: config.numSinks))
         }
         guard batch * n > 0 else { return Tensor(zeros: [batch, n, config.dModel]) }
         return try run(
             x, tokenOffsets: Array(repeating: 0, count: batch), tokenCounts: Array(repeating: n, count: batch),
-            mask: mask.map { ($0.scalars, maskLayout!) }, history: nil, window: nil,
-            training: training, dropoutSeed: dropoutSeed, kernel: kernel
+            mask: validatedMask, cache: nil, training: training, dropoutSeed: dropoutSeed, kernel: kernel
         ).output
     }
 
@@ -170,134 +173,78 @@ public struct MultiHeadAttention: Sendable {
                 "x shape \(x.shape) must end in dModel (\(d)); got last dimension \(x.shape[2])")
         }
         let batch = x.shape[0], n = x.shape[1], s = config.numSinks
-        let rows = batch * n  // x.count fits Int and dModel >= 1, so this does too
-        let limit = AttentionLimits.maxDimension
-        guard rows <= limit else {
-            throw AttentionError.sizeLimitExceeded(
-                "batch · seq (\(batch) · \(n)) must be <= \(limit), BLAS's 32-bit size limit")
-        }
-        guard n <= limit - s - extraKeys else {
-            let terms = extraKeys == 0 ? ("sinks + seq", "\(s) + \(n)")
-                : ("sinks + cached + seq", "\(s) + \(extraKeys) + \(n)")
-            throw AttentionError.sizeLimitExceeded(
-                "\(terms.0) (\(terms.1)) must be <= \(limit), BLAS's 32-bit size limit")
-        }
-        _ = try checkedElementCount([n, s + extraKeys + n], of: "score matrix [seq, keys]")
+        try AttentionProblem.checkSizes(
+            batch: batch, queries: n, queryName: "seq",
+            keyParts: extraKeys == 0 ? [("sinks", s), ("seq", n)] : [("sinks", s), ("cached", extraKeys), ("seq", n)])
         try Self.requireFinite(x, name: "x")
         return (batch, n)
-    }
-
-    /// Keys and values a chunk attends over besides its own tokens and the sinks: a KV cache.
-    struct KeyValueHistory {
-        /// `[batch, numKVHeads, capacity, headDim]` post-RoPE keys, and the values: head-major,
-        /// so each head's cached rows are contiguous for the decode sgemv.
-        var keys: [Float]
-        var values: [Float]
-        /// Element of `keys` (of `values`) where the cached tensor starts.
-        var keysOffset: Int
-        var valuesOffset: Int
-        /// Elements between batch rows: `numKVHeads · capacity · headDim`.
-        var batchStride: Int
-        /// Elements between key/value heads: `capacity · headDim`.
-        var headStride: Int
-        /// Per batch row, the stored runs in position order (a ring buffer that wraps has two).
-        var spans: [[(slot: Int, count: Int, firstPosition: Int)]]
     }
 
     /// Projections → RoPE → attention kernel → output projection.
     ///
     /// Token `t` of batch row `b` sits at position `S + tokenOffsets[b] + t`; rows
     /// `t >= tokenCounts[b]` are padding (never visible, zero output). Keys are the sinks, then
-    /// `history`, then this chunk's real tokens. Returns the output and this chunk's post-RoPE
-    /// keys and values (`[batch · seq, numKVHeads · headDim]`) for a cache to keep.
+    /// the `cache`'s tokens, then this chunk's real tokens, each handing the kernel its own
+    /// segments; the cache's window, if any, applies. Returns the output and this chunk's
+    /// post-RoPE keys and values (`[batch · seq, numKVHeads · headDim]`) for a cache to keep.
     func run(
-        _ x: Tensor, tokenOffsets: [Int], tokenCounts: [Int], mask: ([Float], MaskLayout)?,
-        history: KeyValueHistory?, window: Int?, training: Bool, dropoutSeed: UInt64?, kernel: AttentionKernel?
-    ) throws -> (output: Tensor, keys: [Float], values: [Float]) {
+        _ x: Tensor, tokenOffsets: [Int], tokenCounts: [Int], mask: ValidatedMask?, cache: KVCache?,
+        training: Bool, dropoutSeed: UInt64?, kernel: AttentionKernel?
+    ) throws -> (output: Tensor, tokens: ProjectedKeyValues) {
         let d = config.dModel, batch = x.shape[0], n = x.shape[1], rows = batch * n
         let s = config.numSinks, h = config.nHeads, hkv = config.numKVHeads, hd = config.headDim
-        let kvWidth = hkv * hd
         let dropout: DropoutMask? = training && config.dropout > 0
             ? DropoutMask(probability: config.dropout,
                           seed: dropoutSeed ?? UInt64.random(in: .min ... .max))
             : nil
+        let positions = tokenOffsets.map { s + $0 }
 
         let projected = Projections.apply(x.scalars, rows: rows, weights: [qProj, kProj, vProj],
                                           workers: projectionWorkers)
-        var queries = projected[0], keys = projected[1]
-        let values = projected[2]
-        let sinkKeys = projectedSinks.keys, sinkValues = projectedSinks.values
+        var queries = projected[0]
+        var tokens = ProjectedKeyValues(keys: projected[1], values: projected[2], width: hkv * hd)
         if config.useRoPE {
             let rope = RotaryEmbedding(config: config)
-            for b in 0..<batch {
-                let position = s + tokenOffsets[b]
-                rope.apply(to: &queries[b * n * d], rows: n, rowStride: d, headCount: h,
-                           sequenceLength: n, firstPosition: position)
-                rope.apply(to: &keys[b * n * kvWidth], rows: n, rowStride: kvWidth, headCount: hkv,
-                           sequenceLength: n, firstPosition: position)
+            rope.apply(to: &queries, batch: batch, seq: n, headCount: h, firstPositions: positions)
+            rope.apply(to: &tokens.keys, batch: batch, seq: n, headCount: hkv, firstPositions: positions)
+        }
+
+        let coversSinks = mask?.layout.coversSinks == true
+        let sinks = s == 0 ? [] : [projectedSinks.segment(rows: 0, count: s, firstPosition: 0, isSink: true,
+                                                          firstMaskColumn: coversSinks ? 0 : nil)]
+        let segments = (0..<batch).map { b in
+            sinks + (cache?.segments(row: b) ?? [])
+                + [tokens.segment(rows: b * n, count: tokenCounts[b], firstPosition: positions[b], isSink: false,
+                                  firstMaskColumn: coversSinks ? s : 0)]
+        }
+        var context = AlignedBuffer(zeros: rows * d)
+        let problem = AttentionProblem(
+            batch: batch, queryCount: n, nHeads: h, numKVHeads: hkv, headDim: hd, queries: queries.pointer,
+            queryFirstPositions: positions, queryCounts: tokenCounts, segments: segments, mask: nil,
+            isCausal: config.isCausal, window: cache?.window, scale: scale, dropout: dropout,
+            context: context.mutablePointer)
+        withExtendedLifetime((queries, tokens, projectedSinks, cache, context)) {
+            mask.withAdditiveMask { additiveMask in
+                var problem = problem
+                problem.mask = additiveMask
+                problem.run(kernelOptions(kernel))
             }
         }
 
-        var context = [Float](repeating: 0, count: rows * d)
-        let coversSinks = mask?.1.coversSinks == true
-        queries.withUnsafeBufferPointer { queries in
-        keys.withUnsafeBufferPointer { keys in
-        values.withUnsafeBufferPointer { values in
-        sinkKeys.withUnsafeBufferPointer { sinkKeys in
-        sinkValues.withUnsafeBufferPointer { sinkValues in
-        (history?.keys ?? []).withUnsafeBufferPointer { historyKeys in
-        (history?.values ?? []).withUnsafeBufferPointer { historyValues in
-        (mask?.0 ?? []).withUnsafeBufferPointer { maskScalars in
-        context.withUnsafeMutableBufferPointer { context in
-            let segments = (0..<batch).map { b in
-                var list: [KeyValueSegment] = []
-                if s > 0 {
-                    list.append(KeyValueSegment(
-                        keys: sinkKeys.baseAddress!, values: sinkValues.baseAddress!,
-                        rowStride: kvWidth, rowCount: s, firstPosition: 0, isSink: true,
-                        firstMaskColumn: coversSinks ? 0 : nil))
-                }
-                if let history {
-                    for span in history.spans[b] where span.count > 0 {
-                        let offset = b * history.batchStride + span.slot * hd
-                        list.append(KeyValueSegment(
-                            keys: historyKeys.baseAddress! + history.keysOffset + offset,
-                            values: historyValues.baseAddress! + history.valuesOffset + offset,
-                            rowStride: hd, headStride: history.headStride, rowCount: span.count,
-                            firstPosition: span.firstPosition, isSink: false, firstMaskColumn: nil))
-                    }
-                }
-                list.append(KeyValueSegment(
-                    keys: keys.baseAddress! + b * n * kvWidth, values: values.baseAddress! + b * n * kvWidth,
-                    rowStride: kvWidth, rowCount: tokenCounts[b], firstPosition: s + tokenOffsets[b], isSink: false,
-                    firstMaskColumn: coversSinks ? s : 0))
-                return list
+        var output = [Float](repeating: 0, count: rows * d)
+        output.withUnsafeMutableBufferPointer { output in
+            withExtendedLifetime(context) {
+                Projections.apply(context.pointer, rows: rows, weights: [outProj], into: [output.baseAddress!],
+                                  workers: projectionWorkers)
             }
-            let problem = AttentionProblem(
-                batch: batch, queryCount: n, nHeads: h, numKVHeads: hkv, headDim: hd,
-                queries: queries.baseAddress!, queryFirstPositions: tokenOffsets.map { s + $0 },
-                queryCounts: tokenCounts, segments: segments,
-                mask: mask.map {
-                    AdditiveMask(scalars: maskScalars.baseAddress!, batchStride: $0.1.batchStride,
-                                 headStride: $0.1.headStride, rowStride: $0.1.width)
-                },
-                isCausal: config.isCausal, window: window, scale: scale, dropout: dropout,
-                context: context.baseAddress!)
-            switch kernel ?? (config.useFlashAttention ? .flash : .reference) {
-            case .flash:
-                FlashAttention.run(problem, blockSizes: flashBlockSizes, workers: kernelWorkerCount, keySplit: keySplit)
-            case .reference:
-                ReferenceAttention.run(problem)
-            }
-        }}}}}}}}}
-
-        let output = project(context, rows: rows, weight: outProj)
-        return (try Tensor(shape: [batch, n, d], scalars: output), keys, values)
+        }
+        return (try Tensor(shape: [batch, n, d], scalars: output), tokens)
     }
 
-    /// `input · weightᵀ` for `rows` rows of `weight.shape[1]` inputs.
-    private func project(_ input: [Float], rows: Int, weight: Tensor) -> [Float] {
-        Projections.apply(input, rows: rows, weights: [weight], workers: projectionWorkers)[0]
+    /// The kernel, workers, key split and blocks this layer's settings give a call.
+    func kernelOptions(_ kernel: AttentionKernel?) -> KernelOptions {
+        KernelOptions(kernel: kernel ?? (config.useFlashAttention ? .flash : .reference),
+                      workers: kernelWorkerCount, keySplit: keySplit, blockSizes: flashBlockSizes)
     }
 
     /// Workers of a decoding-size projection: the kernel's.

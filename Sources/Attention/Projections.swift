@@ -17,48 +17,60 @@ enum Projections {
     /// Below this many weight elements in all, one thread streams them faster than a hand-off.
     static let parallelThreshold = 1 << 16
 
-    /// `input · weights[i]ᵀ` for each weight `[outputsᵢ, inputs]`, `input` being `[rows, inputs]`.
-    static func apply(_ input: [Float], rows: Int, weights: [Tensor], workers: Int) -> [[Float]] {
+    /// `input · weights[i]ᵀ` for each weight `[outputsᵢ, inputs]`, `input` being `[rows, inputs]`;
+    /// one aligned `[rows, outputsᵢ]` buffer per weight.
+    static func apply(_ input: [Float], rows: Int, weights: [Tensor], workers: Int) -> [AlignedBuffer] {
+        input.withUnsafeBufferPointer { input in
+            apply(input.baseAddress!, rows: rows, weights: weights, workers: workers)
+        }
+    }
+
+    static func apply(_ input: AlignedBuffer, rows: Int, weights: [Tensor], workers: Int) -> [AlignedBuffer] {
+        withExtendedLifetime(input) {
+            apply(input.pointer, rows: rows, weights: weights, workers: workers)
+        }
+    }
+
+    private static func apply(
+        _ input: UnsafePointer<Float>, rows: Int, weights: [Tensor], workers: Int
+    ) -> [AlignedBuffer] {
+        var results = weights.map { AlignedBuffer(zeros: rows * $0.shape[0]) }
+        let outputs = results.indices.map { results[$0].mutablePointer }
+        withExtendedLifetime(results) {
+            apply(input, rows: rows, weights: weights, into: outputs, workers: workers)
+        }
+        return results
+    }
+
+    /// `outputs[i] = input · weights[i]ᵀ`: `input` `[rows, inputs]`, each weight `[outputsᵢ, inputs]`,
+    /// each output `[rows, outputsᵢ]` (fully overwritten).
+    static func apply(
+        _ input: UnsafePointer<Float>, rows: Int, weights: [Tensor], into outputs: [UnsafeMutablePointer<Float>],
+        workers: Int
+    ) {
         let inputs = weights.first?.shape[1] ?? 0
-        var results = weights.map { [Float](repeating: 0, count: rows * $0.shape[0]) }
-        guard rows > 0, inputs > 0 else { return results }
+        guard rows > 0, inputs > 0 else { return }
         if rows > gemvRowLimit {
-            input.withUnsafeBufferPointer { input in
-                for (weight, index) in zip(weights, results.indices) {
-                    weight.scalars.withUnsafeBufferPointer { w in
-                        results[index].withUnsafeMutableBufferPointer { y in
-                            BLAS.gemm(transposeB: true, m: rows, n: weight.shape[0], k: inputs,
-                                      a: input.baseAddress!, lda: inputs, b: w.baseAddress!, ldb: inputs,
-                                      c: y.baseAddress!, ldc: weight.shape[0])
-                        }
-                    }
+            for (weight, output) in zip(weights, outputs) {
+                weight.scalars.withUnsafeBufferPointer { w in
+                    BLAS.gemm(transposeB: true, m: rows, n: weight.shape[0], k: inputs,
+                              a: input, lda: inputs, b: w.baseAddress!, ldb: inputs,
+                              c: output, ldc: weight.shape[0])
                 }
             }
-            return results
+            return
         }
 
-        // Weight i's `[rows, outputsᵢ]` result sits in `flat` at `rows · (outputs before it)`.
         let totalOutputs = weights.reduce(0) { $0 + $1.shape[0] }
         let sliceCount = totalOutputs * inputs < parallelThreshold ? 1
             : max(1, min(workers, totalOutputs / sliceGranule))
-        var flat = [Float](repeating: 0, count: rows * totalOutputs)
-        input.withUnsafeBufferPointer { input in
-            flat.withUnsafeMutableBufferPointer { flat in
-                withWeightPointers(weights) { pointers in
-                    let jobs = SliceJobs(input: input.baseAddress!, weights: pointers, output: flat.baseAddress!,
-                                         rows: rows, inputs: inputs, sliceCount: sliceCount)
-                    BLAS.withSingleThreadedCalls {
-                        WorkerPool.run(count: sliceCount) { jobs.run(slice: $0) }
-                    }
-                }
+        withUnsafePointers(to: weights.map(\.scalars)) { pointers in
+            let jobs = SliceJobs(input: input, weights: zip(pointers, weights).map { ($0, $1.shape[0]) }, outputs: outputs,
+                                 rows: rows, inputs: inputs, sliceCount: sliceCount)
+            BLAS.withSingleThreadedCalls {
+                WorkerPool.run(count: sliceCount) { jobs.run(slice: $0) }
             }
         }
-        var offset = 0
-        for index in results.indices {
-            results[index] = Array(flat[offset..<offset + results[index].count])
-            offset += results[index].count
-        }
-        return results
     }
 
     /// The pointers of one decoding-size projection, shared read-only by the slice workers,
@@ -66,7 +78,7 @@ enum Projections {
     private struct SliceJobs: @unchecked Sendable {
         let input: UnsafePointer<Float>
         let weights: [(pointer: UnsafePointer<Float>, outputs: Int)]
-        let output: UnsafeMutablePointer<Float>
+        let outputs: [UnsafeMutablePointer<Float>]
         let rows: Int, inputs: Int, sliceCount: Int
 
         /// Each weight's outputs are cut into granules of ``sliceGranule`` from its first row,
@@ -78,33 +90,17 @@ enum Projections {
             let granuleCounts = weights.map { ($0.outputs + granule - 1) / granule }
             let totalGranules = granuleCounts.reduce(0, +)
             let first = totalGranules * slice / sliceCount, end = totalGranules * (slice + 1) / sliceCount
-            var granuleStart = 0, resultOffset = 0
-            for (weight, count) in zip(weights, granuleCounts) {
-                defer {
-                    granuleStart += count
-                    resultOffset += rows * weight.outputs
-                }
+            var granuleStart = 0
+            for ((weight, count), output) in zip(zip(weights, granuleCounts), outputs) {
+                defer { granuleStart += count }
                 let lower = (max(first, granuleStart) - granuleStart) * granule
                 let upper = min((min(end, granuleStart + count) - granuleStart) * granule, weight.outputs)
                 guard lower < upper else { continue }
                 for r in 0..<rows {
                     BLAS.gemv(m: upper - lower, n: inputs, a: weight.pointer + lower * inputs, lda: inputs,
-                              x: input + r * inputs, y: output + resultOffset + r * weight.outputs + lower)
+                              x: input + r * inputs, y: output + r * weight.outputs + lower)
                 }
             }
         }
-    }
-
-    /// Runs `body` with each weight's base address and output count, valid for the call.
-    private static func withWeightPointers(
-        _ weights: [Tensor], _ body: ([(pointer: UnsafePointer<Float>, outputs: Int)]) -> Void
-    ) {
-        func nest(_ index: Int, _ collected: [(pointer: UnsafePointer<Float>, outputs: Int)]) {
-            guard index < weights.count else { return body(collected) }
-            weights[index].scalars.withUnsafeBufferPointer { w in
-                nest(index + 1, collected + [(w.baseAddress!, weights[index].shape[0])])
-            }
-        }
-        nest(0, [])
     }
 }

@@ -32,6 +32,18 @@ struct RotaryEmbedding: Sendable {
                   scaling: config.ropeScaling, pairing: config.ropePairing)
     }
 
+    /// Rotates the heads of `[batch, seq, headCount · headDim]` rows in place; batch row `b`'s
+    /// token `t` sits at position `firstPositions[b] + t`.
+    func apply(to heads: inout AlignedBuffer, batch: Int, seq: Int, headCount: Int, firstPositions: [Int]) {
+        let rowStride = headCount * headDim
+        heads.withMutablePointer { heads in
+            for b in 0..<batch {
+                apply(to: heads + b * seq * rowStride, rows: seq, rowStride: rowStride, headCount: headCount,
+                      sequenceLength: seq, firstPosition: firstPositions[b])
+            }
+        }
+    }
+
     /// Rotates every head of `rows` rows in place.
     ///
     /// - Parameters:

@@ -87,16 +87,12 @@ func scaledDotProductAttention(
     if let scale, !scale.isFinite {
         throw fail("scale (\(scale)) must be finite")
     }
-    let limit = AttentionLimits.maxDimension
-    for (name, value) in [("batch · queryLength", batch * n), ("batch · keyLength", batch * keyCount)]
-    where value > limit {
-        throw AttentionError.sizeLimitExceeded(
-            "\(name) (\(value)) must be <= \(limit), BLAS's 32-bit size limit")
-    }
-    _ = try checkedElementCount([n, keyCount], of: "score matrix [queryLength, keyLength]")
-    let layout = try mask.map {
-        try MaskLayout.validate($0, batch: batch, heads: nHeads, queryCount: n, widths: [keyCount],
-                                context: "for batch \(batch), nHeads \(nHeads), queryLength \(n), keyLength \(keyCount)")
+    try AttentionProblem.checkSizes(batch: batch, queries: n, queryName: "queryLength",
+                                    keyParts: [("keyLength", keyCount)], batchedKeys: "keyLength")
+    let validatedMask = try mask.map {
+        ValidatedMask(tensor: $0, layout: try MaskLayout.validate(
+            $0, batch: batch, heads: nHeads, queryCount: n, widths: [keyCount],
+            context: "for batch \(batch), nHeads \(nHeads), queryLength \(n), keyLength \(keyCount)"))
     }
 
     // The kernels take token-major queries and write token-major outputs; one query row is
@@ -109,32 +105,26 @@ func scaledDotProductAttention(
     // No key at all: every query sees nothing, so the result is zeros.
     guard batch * n > 0, keyCount > 0 else { return try Tensor(shape: queries.shape, scalars: context) }
     let kvWidth = numKVHeads * headDim
-    tokenMajorQueries.withUnsafeBufferPointer { q in
-    keys.scalars.withUnsafeBufferPointer { k in
-    values.scalars.withUnsafeBufferPointer { v in
-    (mask?.scalars ?? []).withUnsafeBufferPointer { m in
-    context.withUnsafeMutableBufferPointer { context in
-        let problem = AttentionProblem(
-            batch: batch, queryCount: n, nHeads: nHeads, numKVHeads: numKVHeads, headDim: headDim,
-            queries: q.baseAddress!, queryFirstPosition: keyCount - n,
-            segments: (0..<batch).map { b in
-                [KeyValueSegment(keys: k.baseAddress! + b * keyCount * kvWidth,
-                                 values: v.baseAddress! + b * keyCount * kvWidth,
-                                 rowStride: headMajorKeys ? headDim : kvWidth,
-                                 headStride: headMajorKeys ? keyCount * headDim : nil,
-                                 rowCount: keyCount, firstPosition: 0, isSink: false, firstMaskColumn: 0)]
-            },
-            mask: layout.map {
-                AdditiveMask(scalars: m.baseAddress!, batchStride: $0.batchStride,
-                             headStride: $0.headStride, rowStride: $0.width)
-            },
-            isCausal: isCausal, scale: scale ?? 1 / Float(headDim).squareRoot(), dropout: nil,
-            context: context.baseAddress!)
-        switch kernel {
-        case .flash: FlashAttention.run(problem, blockSizes: blockSizes, workers: workers, keySplit: keySplit)
-        case .reference: ReferenceAttention.run(problem)
+    let options = KernelOptions(kernel: kernel, workers: workers, keySplit: keySplit, blockSizes: blockSizes)
+    withUnsafePointers(to: [tokenMajorQueries, keys.scalars, values.scalars]) { inputs in
+        let (q, k, v) = (inputs[0], inputs[1], inputs[2])
+        context.withUnsafeMutableBufferPointer { context in
+            validatedMask.withAdditiveMask { mask in
+                AttentionProblem(
+                    batch: batch, queryCount: n, nHeads: nHeads, numKVHeads: numKVHeads, headDim: headDim,
+                    queries: q, queryFirstPosition: keyCount - n,
+                    segments: (0..<batch).map { b in
+                        [KeyValueSegment(keys: k + b * keyCount * kvWidth, values: v + b * keyCount * kvWidth,
+                                         rowStride: headMajorKeys ? headDim : kvWidth,
+                                         headStride: headMajorKeys ? keyCount * headDim : nil,
+                                         rowCount: keyCount, firstPosition: 0, isSink: false, firstMaskColumn: 0)]
+                    },
+                    mask: mask, isCausal: isCausal, scale: scale ?? 1 / Float(headDim).squareRoot(), dropout: nil,
+                    context: context.baseAddress!
+                ).run(options)
+            }
         }
-    }}}}}
+    }
     if transposesQueries {
         context = swapAxes1And2(context, batch: batch, outer: n, inner: nHeads, width: headDim)
     }

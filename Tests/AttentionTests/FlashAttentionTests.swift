@@ -120,10 +120,7 @@ final class FlashAttentionTests: XCTestCase {
                 isCausal: spec.causal, scale: 1 / Float(spec.headDim).squareRoot(),
                 dropout: spec.dropout.map { DropoutMask(probability: $0, seed: spec.seed) },
                 context: out.baseAddress!)
-            switch kernel {
-            case .flash: FlashAttention.run(problem, blockSizes: spec.blocks, workers: spec.workers)
-            case .reference: ReferenceAttention.run(problem)
-            }
+            problem.run(KernelOptions(kernel: kernel, workers: spec.workers, blockSizes: spec.blocks))
         }}}}}}}
         return context
     }

@@ -195,19 +195,22 @@ final class KVCacheTests: XCTestCase {
         let model = try layer()
         let x = randomTensor([2, 9, 48], seed: 77)
         var cache = try KVCache(config: model.config, batch: 2, capacity: 16)
-        for (array, offset) in [(cache.keys, cache.keysOffset), (cache.values, cache.valuesOffset)] {
-            let address = array.withUnsafeBufferPointer { Int(bitPattern: $0.baseAddress) }
-            XCTAssertEqual((address + offset * MemoryLayout<Float>.stride) % KVCache.alignment, 0)
+        for buffer in [cache.keys, cache.values] {
+            XCTAssertEqual(Int(bitPattern: buffer.pointer) % 64, 0)
         }
         XCTAssertEqual(cache.byteCount, 2 * 2 * 16 * model.config.numKVHeads * model.config.headDim * 4)
 
         _ = try model.forward(tokens(x, 0..<8), cache: &cache)
-        // The copy's storage is new (copy on write) and may sit at another alignment; it keeps
-        // the original's offsets and must decode exactly as the original does.
+        // The copy shares storage until one of them decodes (copy on write); both must then
+        // decode exactly as the original would, from aligned storage of their own.
         var copy = cache
         let fromCopy = try model.forward(tokens(x, 8..<9), cache: &copy)
         let fromOriginal = try model.forward(tokens(x, 8..<9), cache: &cache)
         XCTAssertEqual(fromCopy, fromOriginal)
+        for buffer in [copy.keys, copy.values] {
+            XCTAssertEqual(Int(bitPattern: buffer.pointer) % 64, 0)
+        }
+        XCTAssertNotEqual(copy.keys.pointer, cache.keys.pointer, "a decoded copy owns its storage")
         assertClose(fromOriginal, tokens(try model.forward(x), 8..<9), "decode after a copy")
         XCTAssertEqual(copy.lengths, [9, 9])
     }

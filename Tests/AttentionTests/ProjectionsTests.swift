@@ -15,7 +15,7 @@ final class ProjectionsTests: XCTestCase {
         XCTAssertGreaterThan(weights.reduce(0) { $0 + $1.count }, Projections.parallelThreshold)
         for rows in [1, 2, 4, 5] {
             let x = randomTensor([rows, inputs], seed: UInt64(rows), amplitude: 2).scalars
-            let single = Projections.apply(x, rows: rows, weights: weights, workers: 1)
+            let single = Projections.apply(x, rows: rows, weights: weights, workers: 1).map(\.array)
             for (weight, result) in zip(weights, single) {
                 let outputs = weight.shape[0]
                 XCTAssertEqual(result.count, rows * outputs)
@@ -33,7 +33,7 @@ final class ProjectionsTests: XCTestCase {
                 }
             }
             for workers in 2...5 {
-                XCTAssertEqual(Projections.apply(x, rows: rows, weights: weights, workers: workers), single,
+                XCTAssertEqual(Projections.apply(x, rows: rows, weights: weights, workers: workers).map(\.array), single,
                                "rows \(rows), workers \(workers)")
             }
         }
