@@ -1,10 +1,12 @@
 import CBLAS
 import Synchronization
 
-/// The Swift face of OpenBLAS: single-precision GEMM and thread control.
+/// The Swift face of OpenBLAS: single-precision GEMM and GEMV, and thread control.
 ///
-/// This is the only file in the package that imports `CBLAS`; every matrix product in the
-/// library goes through ``BLAS/gemm(transposeA:transposeB:m:n:k:alpha:a:lda:b:ldb:beta:c:ldc:)``.
+/// This is the only file in the package that imports `CBLAS`. The library's BLAS products go
+/// through `gemm` (projections of more than 4 rows, the kernels' block products) and `gemv`
+/// (projections of up to 4 rows, a decoding query's `O += P·V`); a decoding query's scores
+/// come from the Swift `DotProducts` kernel instead.
 public enum BLAS {
     /// Number of threads OpenBLAS uses for one call (its `openblas_get_num_threads`).
     ///

@@ -3,15 +3,17 @@ import XCTest
 
 /// The decoding score kernel against float64 dot products, over every shape its blocking
 /// distinguishes: member counts that use the three-, two- and one-query loops, key counts
-/// around the groups of three and four, head widths that are and are not multiples of 8, and key rows
-/// wider than the head (a head-column slice of a wider row).
+/// around the groups of three and four, head widths that are and are not multiples of 8 and of 4
+/// (the scalar tail: 1, 2, 3, 5, 6, 7, 63, 66), and key rows wider than the head (a head-column
+/// slice of a wider row). Keys end exactly at the last row's last element, so reading past a
+/// row's head width is caught by the address sanitizer.
 ///
 /// Tolerance: |s − s64| ≤ 1e-6 · Σₑ |q·k| (fp32 summation of headDim products in a
 /// different order); a wrong key, row or lane is off by O(|s|).
 final class DotProductsTests: XCTestCase {
     func testScoresMatchFloat64DotProducts() {
         for members in 1...5 {
-            for headDim in [4, 8, 12, 64, 68] {
+            for headDim in [1, 2, 3, 4, 5, 6, 7, 8, 12, 63, 64, 66, 68] {
                 for count in [0, 1, 3, 4, 5, 8, 9, 23] {
                     for extraStride in [0, 12] {
                         check(members: members, headDim: headDim, count: count,
@@ -25,7 +27,7 @@ final class DotProductsTests: XCTestCase {
     private func check(members: Int, headDim: Int, count: Int, keyStride: Int) {
         let seed = UInt64(members * 1_000_000 + headDim * 10_000 + count * 100 + keyStride)
         let queries = randomTensor([members * headDim], seed: seed).scalars
-        let keys = randomTensor([max(count, 1) * keyStride], seed: seed ^ 0x5EED, amplitude: 3).scalars
+        let keys = randomTensor([max(count, 1) * keyStride - (keyStride - headDim)], seed: seed ^ 0x5EED, amplitude: 3).scalars
         let scoreStride = count + 3
         var scores = [Float](repeating: .nan, count: members * scoreStride)
         queries.withUnsafeBufferPointer { q in
