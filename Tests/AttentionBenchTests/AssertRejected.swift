@@ -13,7 +13,8 @@ func assertRejected(
                    file: file, line: line)
     do {
         let command = try AttentionBenchCommand.parse(arguments)
-        XCTFail("\(arguments): accepted, expected a usage error; parsed \(command.workload)", file: file, line: line)
+        XCTFail("\(arguments): accepted, expected a usage error; parsed \(String(describing: command.workload).prefix(200))",
+                file: file, line: line)
     } catch {
         let message = AttentionBenchCommand.message(for: error)
         XCTAssertEqual(AttentionBenchCommand.exitCode(for: error).rawValue, 64,

@@ -23,7 +23,8 @@ func assertThrows<T>(
     XCTAssertFalse(fragments.isEmpty, "assertThrows needs the message's fragments\(context)", file: file, line: line)
     do {
         let result = try body()
-        XCTFail("expected a thrown AttentionError\(context), got \(result)", file: file, line: line)
+        XCTFail("expected a thrown AttentionError\(context), got \(String(describing: result).prefix(200))",
+                file: file, line: line)
     } catch let error as AttentionError {
         XCTAssertEqual(error, expected(error.message),
                        "wrong AttentionError case\(context): \(error)", file: file, line: line)
