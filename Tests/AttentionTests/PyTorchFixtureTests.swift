@@ -11,7 +11,7 @@ import XCTest
 /// max |y − y_torch| ≤ max(1e-5, 1e-5 · max |y_torch|). The expected output is float64 rounded
 /// once to fp32, so the error is the library's own fp32 error: about 1e-7 on every fixture.
 /// Most fixtures' output scales lie between 0.3 and 1, where the bound is the absolute 1e-5
-/// (up to 3.2× the relative 1e-5 · scale); the errors stay 50× or more below it.
+/// (up to 3.2× the relative 1e-5 · scale); the errors stay 40× or more below it.
 final class PyTorchFixtureTests: XCTestCase {
     struct Fixture {
         var name: String
