@@ -31,9 +31,12 @@ final class DecodeBenchTests: XCTestCase {
         XCTAssertEqual([kernelOnly.iterations, kernelOnly.warmup], [3, 0])
 
         XCTAssertNil(try AttentionBenchCommand.parse([]).workload.decode, "no --decode: the prefill workload")
-        XCTAssertThrowsError(try AttentionBenchCommand.parse(["--decode", "--kernel", "reference"]))
-        XCTAssertThrowsError(try AttentionBenchCommand.parse(["--decode", "--seq", "0"]))
-        XCTAssertThrowsError(try AttentionBenchCommand.parse(["--decode", "--report-rss"]), "two cache lengths")
+        assertRejected(["--decode", "--kernel", "reference"],
+                       containing: ["--decode times the flash kernel", "--kernel reference does not apply"])
+        assertRejected(["--decode", "--seq", "0"], containing: ["--seq values", "must be > 0", "got 0"])
+        assertRejected(["--decode", "--seq", "64,64"], containing: ["--seq", "lists a value twice", "64,64"])
+        // Two cache lengths (the default 1024,4096); the message does not say so (reported).
+        assertRejected(["--decode", "--report-rss"], containing: ["--report-rss", "needs one --seq", "one cache length"])
         XCTAssertNoThrow(try AttentionBenchCommand.parse(["--decode", "--report-rss", "--seq", "64"]))
     }
 

@@ -5,18 +5,18 @@ import XCTest
 /// claim is statistical, by a bound stated next to the check).
 ///
 /// Tolerances, stated once and repeated where used:
-/// - `tight`: max |a − b| ≤ 1e-5 · max(1, max |b|). Two fp32 paths that do the same math in a
-///   different order (different sgemm sizes, permuted dot products) differ by ~1e-6 relative;
-///   a semantic slip (wrong position, wrong kv head, hidden sink) moves outputs by 1e-2 or more.
-/// - "bitwise": compared with `==` on every `Float` (so +0 equals −0; NaN never equals).
+/// - "shared": ``Tolerance`` via `assertClose`, max |a − b| ≤ max(1e-5, 1e-5 · max |b|), NaN and
+///   ±∞ never pass. Two fp32 paths that do the same math in a different order (different sgemm
+///   sizes, permuted dot products) differ by ~1e-6 relative; a semantic slip (wrong position,
+///   wrong kv head, hidden sink) moves outputs by 1e-2 or more.
+/// - "bitwise": `assertBitwiseEqual`, `==` on every `Float` (so +0 equals −0; NaN never equals).
 ///
 /// Every equivalence is paired with a "the test can fail" check: the naive alternative (no
 /// permutation, tiled heads, no mask, other seed) is shown to differ by far more than the tolerance.
 final class InvariantTests: XCTestCase {
-    /// Relative tolerance for two fp32 computations of the same math (see the type's comment).
-    static let tight: Float = 1e-5
-    /// Two results count as "different" when they differ by more than this (relative); 100× the
-    /// tolerance, so a passing equality and a passing difference cannot both be noise.
+    /// Two results count as "different" when they differ by more than this relative to
+    /// max(1, max |b|): 100× the shared tolerance, so a passing equality and a passing
+    /// difference cannot both be noise. A NaN or ±∞ on either side fails, never counts as a difference.
     static let distinct: Float = 1e-3
 
     // MARK: - 1. RoPE
@@ -126,7 +126,7 @@ final class InvariantTests: XCTestCase {
     /// (interleaved element 2i ↔ halfSplit i, 2i+1 ↔ i + D/2). The permutation maps each
     /// interleaved pair onto the halfSplit pair of the same frequency, so RoPE commutes with it and
     /// q·k is unchanged. Covers GQA and sinks (sink keys go through the same k_proj).
-    /// Tolerance: tight (1e-5 relative). Can fail: without the permutation outputs differ.
+    /// Tolerance: shared (1e-5 relative). Can fail: without the permutation outputs differ.
     func testHalfSplitEqualsInterleavedUnderHeadDimensionPermutation() throws {
         let n = 7, batch = 2
         for (nHeads, kvHeads, sinks) in [(4, 4, 0), (4, 2, 2)] {
@@ -148,8 +148,7 @@ final class InvariantTests: XCTestCase {
             for kernel in AttentionKernel.allCases {
                 let label = "heads \(nHeads)/\(kvHeads), sinks \(sinks), kernel \(kernel)"
                 let expected = try Fixture.run(interleaved, x, kernel: kernel).scalars
-                Fixture.assertClose(try Fixture.run(halfSplit, x, kernel: kernel).scalars, expected,
-                                    relative: Self.tight, label)
+                assertClose(try Fixture.run(halfSplit, x, kernel: kernel).scalars, expected, label)
                 Fixture.assertDiffer(try Fixture.run(unpermuted, x, kernel: kernel).scalars, expected,
                                      relative: Self.distinct, "\(label): unpermuted halfSplit")
             }
@@ -161,7 +160,7 @@ final class InvariantTests: XCTestCase {
     /// GQA equals MHA whose k_proj / v_proj repeat each kv head's rows for its consecutive group:
     /// query head h reads kv head h / (nHeads / numKVHeads) (`repeat_interleave`, never tiled).
     /// Ratios 8/2, 6/1 and 6/3, with and without sinks, RoPE on, causal.
-    /// Tolerance: tight (1e-5 relative; same dot products, different sgemm shapes).
+    /// Tolerance: shared (1e-5 relative; same dot products, different sgemm shapes).
     /// Can fail: the tiled repetition (head h → kv head h % numKVHeads) differs.
     func testGQAEqualsMHAWithRepeatedKVWeights() throws {
         let n = 6, batch = 2, headDim = 4
@@ -198,7 +197,7 @@ final class InvariantTests: XCTestCase {
                 let label = "heads \(nHeads)/\(kvHeads), sinks \(sinks), kernel \(kernel)"
                 let expected = try Fixture.run(repeated, x, kernel: kernel).scalars
                 let actual = try Fixture.run(gqa, x, kernel: kernel).scalars
-                Fixture.assertClose(actual, expected, relative: Self.tight, label)
+                assertClose(actual, expected, label)
                 if kvHeads > 1 && group > 1 {
                     Fixture.assertDiffer(actual, try Fixture.run(tiled, x, kernel: kernel).scalars,
                                          relative: Self.distinct, "\(label): tiled mapping")
@@ -214,7 +213,7 @@ final class InvariantTests: XCTestCase {
     /// S + t and the sink rows at 0..<S, as DESIGN.md §3 places them; under causal the sink rows
     /// precede every token, so they are visible to every token query, as sinks must be. Sink rows'
     /// own queries are dropped. Includes GQA and both pairings.
-    /// Tolerance: tight (1e-5 relative; different sgemm sizes).
+    /// Tolerance: shared (1e-5 relative; different sgemm sizes).
     /// Can fail: the rows differ from the sink-free model on x alone.
     func testSinksEqualPrependedTokensWithTheirRowsDropped() throws {
         let n = 5, batch = 2, sinks = 3
@@ -241,7 +240,7 @@ final class InvariantTests: XCTestCase {
                     let actual = try Fixture.run(withSinks, x, kernel: kernel)
                     let long = try Fixture.run(plain, xWithSinkTokens, kernel: kernel)
                     let expected = (0..<batch).flatMap { Fixture.rows(long, batch: $0, sinks..<sinks + n) }
-                    Fixture.assertClose(actual.scalars, expected, relative: Self.tight, label)
+                    assertClose(actual.scalars, expected, label)
                     Fixture.assertDiffer(actual.scalars, try Fixture.run(plain, x, kernel: kernel).scalars,
                                          relative: Self.distinct, "\(label): sink-free model on x")
                 }
@@ -274,8 +273,8 @@ final class InvariantTests: XCTestCase {
                 let before = try Fixture.run(model, x, kernel: kernel)
                 let after = try Fixture.run(model, xChanged, kernel: kernel)
                 for b in 0..<batch {
-                    Fixture.assertBitwiseEqual(Fixture.rows(after, batch: b, 0..<cut), Fixture.rows(before, batch: b, 0..<cut),
-                                               "\(label): batch \(b), rows before \(cut) must be unchanged")
+                    assertBitwiseEqual(Fixture.rows(after, batch: b, 0..<cut), Fixture.rows(before, batch: b, 0..<cut),
+                                       "\(label): batch \(b), rows before \(cut) must be unchanged")
                     Fixture.assertDiffer(Fixture.rows(after, batch: b, cut..<n), Fixture.rows(before, batch: b, cut..<n),
                                          relative: Self.distinct, "\(label): batch \(b), rows from \(cut)")
                 }
@@ -292,7 +291,7 @@ final class InvariantTests: XCTestCase {
     /// deleting a different key per batch row (first, middle, and last when causal is off).
     /// Part 2: RoPE on, causal
     /// off, delete the last key. The deleted token's own query row is not compared.
-    /// Tolerance: tight (1e-5 relative; the deleted run has different sgemm sizes).
+    /// Tolerance: shared (1e-5 relative; the deleted run has different sgemm sizes).
     /// Can fail: without the mask the rows differ.
     func testMinusInfinityMaskColumnEqualsDeletingThatKey() throws {
         let n = 7, dModel = 16
@@ -316,7 +315,7 @@ final class InvariantTests: XCTestCase {
                     let actual = kept.flatMap { Fixture.rows(masked, batch: b, $0..<$0 + 1) }
                     let expected = Fixture.rows(short, batch: 0, 0..<n - 1)
                     let rowLabel = "\(label), kernel \(kernel), batch \(b), deleted key \(k)"
-                    Fixture.assertClose(actual, expected, relative: Self.tight, rowLabel)
+                    assertClose(actual, expected, rowLabel)
                     // Under causal, rows before k never saw key k; compare the rows that did.
                     let affected = kept.filter { !model.config.isCausal || $0 > k }
                     if !affected.isEmpty {
@@ -370,7 +369,7 @@ final class InvariantTests: XCTestCase {
                                 XCTAssertTrue(row.allSatisfy { $0 == 0 }, "\(label): batch \(b), row \(r) must be zeros: \(row)")
                             } else {
                                 XCTAssertTrue(row.allSatisfy(\.isFinite), "\(label): batch \(b), row \(r) not finite")
-                                XCTAssertGreaterThan(Fixture.maxAbs(row), 0, "\(label): batch \(b), row \(r)")
+                                XCTAssertTrue(row.contains { $0 != 0 }, "\(label): batch \(b), row \(r) is zeros")
                             }
                         }
                     }
@@ -398,17 +397,17 @@ final class InvariantTests: XCTestCase {
             let eval = try Fixture.run(zero, x, kernel: kernel).scalars
             for seed in [nil, 0, 42] as [UInt64?] {
                 let label = "kernel \(kernel), seed \(String(describing: seed))"
-                Fixture.assertBitwiseEqual(try Fixture.run(zero, x, kernel: kernel, training: true, seed: seed).scalars,
-                                           eval, "\(label): dropout 0, training")
-                Fixture.assertBitwiseEqual(try Fixture.run(drop, x, kernel: kernel, training: false, seed: seed).scalars,
-                                           eval, "\(label): dropout 0.3, training false")
+                assertBitwiseEqual(try Fixture.run(zero, x, kernel: kernel, training: true, seed: seed).scalars,
+                                   eval, "\(label): dropout 0, training")
+                assertBitwiseEqual(try Fixture.run(drop, x, kernel: kernel, training: false, seed: seed).scalars,
+                                   eval, "\(label): dropout 0.3, training false")
             }
             Fixture.assertDiffer(try Fixture.run(drop, x, kernel: kernel, training: true, seed: 42).scalars, eval,
                                  relative: Self.distinct, "kernel \(kernel): dropout 0.3, training true")
         }
         // The convenience overload agrees too.
-        Fixture.assertBitwiseEqual(try zero.forward(x, training: true).scalars, try zero.forward(x).scalars,
-                                   "forward(_:mask:training:) with dropout 0")
+        assertBitwiseEqual(try zero.forward(x, training: true).scalars, try zero.forward(x).scalars,
+                           "forward(_:mask:training:) with dropout 0")
     }
 
     /// Dropout p keeps ≈ 1 − p of the weights and scales survivors by 1/(1 − p), checked on
@@ -514,8 +513,11 @@ final class InvariantTests: XCTestCase {
                             }
                         }
                     }
-                    let error = Fixture.maxAbsDifference(output, expected)
-                    XCTAssertLessThanOrEqual(error, 1e-6, "p \(p), kernel \(kernel), seed \(seed): training ≠ Σ f·v/K")
+                    // The shared comparison, under a tighter bound of its own (1e-6 absolute).
+                    let comparison = Comparison(output, expected)
+                    XCTAssertTrue(comparison.countMismatch == nil && comparison.nonFiniteMismatches == 0
+                                      && comparison.maxError <= 1e-6,
+                                  "p \(p), kernel \(kernel), seed \(seed): training ≠ Σ f·v/K: \(comparison)")
                 }
             }
 
@@ -550,7 +552,7 @@ final class InvariantTests: XCTestCase {
         let x = Fixture.tensor([2, 6, 16], seed: 112, amplitude: 2)
         let first = try model.forward(x, mask: nil, training: true, dropoutSeed: 42, kernel: nil)
         let second = try model.forward(x, mask: nil, training: true, dropoutSeed: 42, kernel: nil)
-        Fixture.assertBitwiseEqual(first.scalars, second.scalars, "same dropoutSeed")
+        assertBitwiseEqual(first.scalars, second.scalars, "same dropoutSeed")
         let other = try model.forward(x, mask: nil, training: true, dropoutSeed: 43, kernel: nil)
         Fixture.assertDiffer(other.scalars, first.scalars, relative: Self.distinct, "dropoutSeed 43 vs 42")
 
@@ -560,7 +562,7 @@ final class InvariantTests: XCTestCase {
             let c = try MultiHeadAttention(config: config, seed: 6, weightInitialization: initialization)
             for parameter in AttentionParameter.allCases {
                 let label = "\(initialization), \(parameter.stateDictName)"
-                Fixture.assertBitwiseEqual(a.weight(parameter)!.scalars, b.weight(parameter)!.scalars, "\(label): same seed")
+                assertBitwiseEqual(a.weight(parameter)!.scalars, b.weight(parameter)!.scalars, "\(label): same seed")
                 XCTAssertNotEqual(a.weight(parameter)!.scalars, c.weight(parameter)!.scalars, "\(label): seed 6 vs 5")
             }
         }
@@ -600,7 +602,7 @@ final class InvariantTests: XCTestCase {
     /// The sink is visible under the causal mask: the first token's output with sinks differs from
     /// the same layer without sinks (row 0 without sinks is exactly out(v₀), whatever its position).
     /// A `[N,N]` mask hiding every token key still leaves the sinks visible: every row is finite and
-    /// non-zero, equals the `[N,S+N]` mask that shows only the sinks (tight tolerance), and with one
+    /// non-zero, equals the `[N,S+N]` mask that shows only the sinks (shared tolerance), and with one
     /// sink equals sinkStates · v_projᵀ (per kv head h / group) · out_projᵀ computed by hand
     /// (tolerance 1e-5 relative).
     func testSinkIsVisibleUnderCausalMask() throws {
@@ -634,11 +636,11 @@ final class InvariantTests: XCTestCase {
                     for r in 0..<n {
                         let row = Fixture.rows(hidden, batch: b, r..<r + 1)
                         XCTAssertTrue(row.allSatisfy(\.isFinite), "\(kernelLabel): batch \(b), row \(r) not finite")
-                        XCTAssertGreaterThan(Fixture.maxAbs(row), Self.distinct, "\(kernelLabel): batch \(b), row \(r) is zero")
+                        XCTAssertTrue(row.contains { abs($0) > Self.distinct }, "\(kernelLabel): batch \(b), row \(r) is zero")
                     }
                 }
-                Fixture.assertClose(hidden.scalars, try Fixture.run(withSinks, x, mask: showOnlySinks, kernel: kernel).scalars,
-                                    relative: Self.tight, "\(kernelLabel): [N,N] −∞ vs [N,S+N] sinks-only mask")
+                assertClose(hidden.scalars, try Fixture.run(withSinks, x, mask: showOnlySinks, kernel: kernel).scalars,
+                            "\(kernelLabel): [N,N] −∞ vs [N,S+N] sinks-only mask")
 
                 if sinks == 1 {
                     // One visible key: softmax is 1 on it, so head h's context is the sink's value
@@ -654,8 +656,7 @@ final class InvariantTests: XCTestCase {
                         Float((0..<dModel).reduce(0.0) { $0 + context[$1] * Double(o[r * dModel + $1]) })
                     }
                     let expected = Array([[Float]](repeating: expectedRow, count: batch * n).joined())
-                    Fixture.assertClose(hidden.scalars, expected, relative: Self.tight,
-                                        "\(kernelLabel): all tokens hidden, output = out(v_sink)")
+                    assertClose(hidden.scalars, expected, "\(kernelLabel): all tokens hidden, output = out(v_sink)")
                 }
             }
         }
@@ -736,59 +737,22 @@ private enum Fixture {
         v.reduce(0) { $0 + Double($1) * Double($1) }.squareRoot()
     }
 
-    /// Largest |a|; NaN if any element is NaN.
-    static func maxAbs(_ a: [Float]) -> Float {
-        var result: Float = 0
-        for value in a where !(abs(value) <= result) { result = abs(value) }
-        return result
-    }
-
-    /// Largest |a − b|; NaN if any difference is NaN.
-    static func maxAbsDifference(_ a: [Float], _ b: [Float]) -> Float {
-        precondition(a.count == b.count, "sizes \(a.count) and \(b.count) differ")
-        var result: Float = 0
-        for (x, y) in zip(a, b) where !(abs(x - y) <= result) { result = abs(x - y) }
-        return result
-    }
-
-    /// Every element equal under `==` (+0 equals −0; NaN never equals); reports the first mismatch.
-    static func assertBitwiseEqual(
-        _ actual: [Float], _ expected: [Float], _ message: String,
-        file: StaticString = #filePath, line: UInt = #line
-    ) {
-        guard actual.count == expected.count else {
-            return XCTFail("\(message): \(actual.count) values, expected \(expected.count)", file: file, line: line)
-        }
-        let mismatches = actual.indices.filter { actual[$0] != expected[$0] }
-        if let first = mismatches.first {
-            XCTFail("\(message): \(mismatches.count) of \(actual.count) elements differ; first at \(first): "
-                        + "\(actual[first]) vs \(expected[first])", file: file, line: line)
-        }
-    }
-
-    /// max |actual − expected| ≤ relative · max(1, max |expected|), every value finite.
-    static func assertClose(
-        _ actual: [Float], _ expected: [Float], relative: Float, _ message: String,
-        file: StaticString = #filePath, line: UInt = #line
-    ) {
-        guard actual.count == expected.count else {
-            return XCTFail("\(message): \(actual.count) values, expected \(expected.count)", file: file, line: line)
-        }
-        let scale = max(1, maxAbs(expected)), error = maxAbsDifference(actual, expected)
-        XCTAssertTrue(actual.allSatisfy(\.isFinite) && expected.allSatisfy(\.isFinite),
-                      "\(message): non-finite values", file: file, line: line)
-        XCTAssertTrue(error <= relative * scale,
-                      "\(message): max |Δ| = \(error) > \(relative) × \(scale)", file: file, line: line)
-    }
-
-    /// max |a − b| > relative · max(1, max |b|): the two computations really differ.
+    /// max |a − b| > relative · max(1, max |b|): the two computations really differ. Every
+    /// value must be finite: a NaN or ±∞ is a failure, never a difference.
     static func assertDiffer(
         _ a: [Float], _ b: [Float], relative: Float, _ message: String,
         file: StaticString = #filePath, line: UInt = #line
     ) {
-        let scale = max(1, maxAbs(b)), difference = maxAbsDifference(a, b)
-        XCTAssertTrue(difference > relative * scale,
-                      "\(message): should differ, but max |Δ| = \(difference) ≤ \(relative) × \(scale)",
+        guard a.count == b.count else {
+            return XCTFail("\(message): \(a.count) values, expected \(b.count)", file: file, line: line)
+        }
+        guard a.allSatisfy(\.isFinite) && b.allSatisfy(\.isFinite) else {
+            return XCTFail("\(message): non-finite values", file: file, line: line)
+        }
+        let comparison = Comparison(a, b)
+        let threshold = Double(relative) * max(1, comparison.scale)
+        XCTAssertTrue(comparison.maxError > threshold,
+                      "\(message): should differ, but max |Δ| = \(comparison.maxError) ≤ \(threshold)",
                       file: file, line: line)
     }
 }

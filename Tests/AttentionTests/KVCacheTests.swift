@@ -3,11 +3,9 @@ import XCTest
 
 /// Incremental decoding against the full forward pass it must reproduce.
 ///
-/// Tolerance, as for flash vs reference: max |Δ| ≤ 1e-5 · max(1, max |full|). Cached and full
-/// runs differ only in how the kernels block and sum the same scores.
+/// Tolerance: the shared ``Tolerance`` (`assertClose`), max |Δ| ≤ max(1e-5, 1e-5 · max |full|).
+/// Cached and full runs differ only in how the kernels block and sum the same scores.
 final class KVCacheTests: XCTestCase {
-    static let tolerance: Float = 1e-5
-
     func layer(gqa: Bool = true, sinks: Int = 3, dropout: Float = 0, seed: UInt64 = 1) throws -> MultiHeadAttention {
         let config = try AttentionConfig(dModel: 48, nHeads: 6, useAttentionSinks: sinks > 0,
                                          numAttentionSinks: max(sinks, 1), useGQA: gqa, gqaGroups: 2,
@@ -27,15 +25,6 @@ final class KVCacheTests: XCTestCase {
             scalars += x.scalars[((b * seq + range.lowerBound) * d)..<((b * seq + range.upperBound) * d)]
         }
         return try! Tensor(shape: [batch, range.count, d], scalars: scalars)
-    }
-
-    func assertClose(_ actual: Tensor, _ expected: Tensor, _ message: String,
-                     file: StaticString = #filePath, line: UInt = #line) {
-        XCTAssertEqual(actual.shape, expected.shape, message, file: file, line: line)
-        let scale = expected.scalars.map(abs).max() ?? 0
-        let error = zip(actual.scalars, expected.scalars).map { abs($0 - $1) }.max() ?? 0
-        XCTAssertLessThanOrEqual(error, Self.tolerance * max(1, scale),
-                                 "max error \(error) at scale \(scale): \(message)", file: file, line: line)
     }
 
     /// Runs `x` through `cache` in chunks of the given sizes and concatenates the outputs.
@@ -219,9 +208,10 @@ final class KVCacheTests: XCTestCase {
         let model = try layer(gqa: true)
         var cache = try KVCache(config: try layer(gqa: false).config, batch: 1, capacity: 8)
         let before = cache
-        XCTAssertThrowsError(try model.forward(randomTensor([1, 2, 48], seed: 1), cache: &cache)) { error in
-            XCTAssertTrue("\(error)".contains("cache config"), "\(error)")
-            XCTAssertTrue("\(error)".contains("numKVHeads 6"), "\(error)")
+        assertThrows(AttentionError.invalidInput,
+                     containing: ["cache config (dModel 48, nHeads 6, numKVHeads 6, sinks 3)",
+                                  "must equal this layer's config (dModel 48, nHeads 6, numKVHeads 2, sinks 3)"]) {
+            try model.forward(randomTensor([1, 2, 48], seed: 1), cache: &cache)
         }
         XCTAssertEqual(cache, before)
     }
@@ -230,9 +220,9 @@ final class KVCacheTests: XCTestCase {
         let model = try layer()
         var cache = try KVCache(config: model.config, batch: 2, capacity: 8)
         let before = cache
-        XCTAssertThrowsError(try model.forward(randomTensor([3, 2, 48], seed: 1), cache: &cache)) { error in
-            XCTAssertEqual(error as? AttentionError,
-                           .invalidInput("x batch (3) must equal the cache's batch (2)"))
+        assertThrows(AttentionError.invalidInput,
+                     containing: ["x batch (3)", "must equal the cache's batch (2)"]) {
+            try model.forward(randomTensor([3, 2, 48], seed: 1), cache: &cache)
         }
         XCTAssertEqual(cache, before)
     }
@@ -242,8 +232,9 @@ final class KVCacheTests: XCTestCase {
         var cache = try KVCache(config: model.config, batch: 1, capacity: 5)
         _ = try model.forward(randomTensor([1, 4, 48], seed: 1), cache: &cache)
         let before = cache
-        XCTAssertThrowsError(try model.forward(randomTensor([1, 2, 48], seed: 2), cache: &cache)) { error in
-            XCTAssertTrue("\(error)".contains("holds 4 of 5 tokens and cannot take 2 more"), "\(error)")
+        assertThrows(AttentionError.invalidInput,
+                     containing: ["cache row 0", "holds 4 of 5 tokens", "cannot take 2 more"]) {
+            try model.forward(randomTensor([1, 2, 48], seed: 2), cache: &cache)
         }
         XCTAssertEqual(cache, before)
         _ = try model.forward(randomTensor([1, 1, 48], seed: 3), cache: &cache)
@@ -253,23 +244,70 @@ final class KVCacheTests: XCTestCase {
     func testBadLengthsThrow() throws {
         let model = try layer()
         var cache = try KVCache(config: model.config, batch: 2, capacity: 8)
+        let before = cache
         let x = randomTensor([2, 3, 48], seed: 1)
-        XCTAssertThrowsError(try model.forward(x, cache: &cache, lengths: [3])) { error in
-            XCTAssertTrue("\(error)".contains("lengths count (1) must equal batch (2)"), "\(error)")
+        assertThrows(AttentionError.invalidInput, containing: ["lengths count (1)", "must equal batch (2)"]) {
+            try model.forward(x, cache: &cache, lengths: [3])
         }
-        XCTAssertThrowsError(try model.forward(x, cache: &cache, lengths: [3, 4])) { error in
-            XCTAssertTrue("\(error)".contains("lengths[1] (4) must be in 0...3"), "\(error)")
+        for (lengths, bad) in [([3, 4], 1), ([-1, 3], 0)] {
+            assertThrows(AttentionError.invalidInput,
+                         containing: ["lengths[\(bad)] (\(lengths[bad]))", "must be in 0...3 (seq)"], "\(lengths)") {
+                try model.forward(x, cache: &cache, lengths: lengths)
+            }
         }
+        XCTAssertEqual(cache, before)
         XCTAssertEqual(cache.lengths, [0, 0])
+    }
+
+    /// `sinks + cached + seq` must fit BLAS's 32-bit sizes; batch 0 keeps `x` empty.
+    func testSequencePastTheBLASLimitWithTheCacheThrows() throws {
+        let model = try layer()
+        var cache = try KVCache(config: model.config, batch: 1, capacity: 8)
+        let before = cache
+        let n = AttentionLimits.maxDimension - 3 - 8 + 1
+        assertThrows(AttentionError.sizeLimitExceeded,
+                     containing: ["sinks + cached + seq (3 + 8 + \(n))", "must be <= \(AttentionLimits.maxDimension)"]) {
+            try model.forward(try Tensor(shape: [0, n, 48], scalars: []), cache: &cache)
+        }
+        XCTAssertEqual(cache, before)
     }
 
     func testBadCacheSizesThrow() throws {
         let config = try layer().config
-        XCTAssertThrowsError(try KVCache(config: config, batch: 0, capacity: 8))
-        XCTAssertThrowsError(try KVCache(config: config, batch: 1, capacity: 0))
-        XCTAssertThrowsError(try KVCache(config: config, batch: 1, window: 0))
-        XCTAssertThrowsError(try KVCache(config: config, batch: Int.max, capacity: Int.max)) { error in
-            guard case .sizeLimitExceeded = error as? AttentionError else { return XCTFail("\(error)") }
+        for batch in [0, -1] {
+            assertThrows(AttentionError.invalidInput, containing: ["KVCache batch", "(\(batch))", "must be >= 1"]) {
+                try KVCache(config: config, batch: batch, capacity: 8)
+            }
+            assertThrows(AttentionError.invalidInput, containing: ["KVCache batch", "(\(batch))", "must be >= 1"]) {
+                try KVCache(config: config, batch: batch, window: 4)
+            }
+        }
+        assertThrows(AttentionError.invalidInput, containing: ["KVCache capacity", "(0)", "must be >= 1"]) {
+            try KVCache(config: config, batch: 1, capacity: 0)
+        }
+        assertThrows(AttentionError.invalidInput, containing: ["KVCache window", "(0)", "must be >= 1"]) {
+            try KVCache(config: config, batch: 1, window: 0)
+        }
+        let limit = AttentionLimits.maxDimension
+        assertThrows(AttentionError.sizeLimitExceeded,
+                     containing: ["KVCache capacity (\(Int.max))", "plus sinks (3)", "must be <= \(limit)"]) {
+            try KVCache(config: config, batch: Int.max, capacity: Int.max)
+        }
+        assertThrows(AttentionError.sizeLimitExceeded,
+                     containing: ["KVCache capacity (\(limit - 2))", "plus sinks (3)", "must be <= \(limit)"]) {
+            try KVCache(config: config, batch: 1, capacity: limit - 2)
+        }
+        // A window of Int.max (the message says "KVCache capacity", the name of the linear
+        // cache's parameter, for this init's `window`: reported, so only the value and the rule here).
+        assertThrows(AttentionError.sizeLimitExceeded,
+                     containing: ["(\(Int.max))", "plus sinks (3)", "must be <= \(limit)"]) {
+            try KVCache(config: config, batch: 1, window: Int.max)
+        }
+        // The storage count overflows Int before anything is allocated.
+        assertThrows(AttentionError.sizeLimitExceeded,
+                     containing: ["KVCache [batch, capacity, numKVHeads, headDim]",
+                                  "shape [\(Int.max / 2), 1024, 2, 8]", "more elements than Int can count"]) {
+            try KVCache(config: config, batch: Int.max / 2, capacity: 1024)
         }
     }
 }

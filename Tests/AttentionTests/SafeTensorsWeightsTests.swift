@@ -23,21 +23,15 @@ final class SafeTensorsWeightsTests: XCTestCase {
         }
     }
 
-    /// Asserts `body` throws `expected`'s case with a message mentioning every fragment, and
-    /// leaves `layer` unchanged.
+    /// Asserts `body` throws an `AttentionError` of case `expected` with a message mentioning
+    /// every fragment, and leaves `layer` unchanged.
     func assertLoadFails(
-        _ layer: MultiHeadAttention, kind: String, mentioning fragments: [String],
+        _ layer: MultiHeadAttention, _ expected: ErrorCase, mentioning fragments: [String],
         file: StaticString = #filePath, line: UInt = #line,
         _ body: (inout MultiHeadAttention) throws -> Void
     ) {
         var copy = layer
-        XCTAssertThrowsError(try body(&copy), file: file, line: line) { error in
-            guard let error = error as? AttentionError else { return XCTFail("\(error)", file: file, line: line) }
-            XCTAssertTrue(error.description.hasPrefix(kind), "\(error)", file: file, line: line)
-            for fragment in fragments where !error.message.contains(fragment) {
-                XCTFail("message \"\(error.message)\" should mention \"\(fragment)\"", file: file, line: line)
-            }
-        }
+        assertThrows(expected, containing: fragments, file: file, line: line) { try body(&copy) }
         assertSameWeights(copy, layer, file: file, line: line)
     }
 
@@ -70,7 +64,9 @@ final class SafeTensorsWeightsTests: XCTestCase {
         var target = try MultiHeadAttention(config: plain, seed: 6)
         try target.loadStateDict(dict, prefix: "enc.")
         assertSameWeights(target, source)
-        assertLoadFails(target, kind: "invalid input", mentioning: ["\"q_proj.weight\"", "missing", "\"enc.\""]) {
+        assertLoadFails(target, AttentionError.invalidInput,
+                        mentioning: ["tensor \"q_proj.weight\"", "is missing from the state dict",
+                                     "searched with prefix \"\"", "exist under prefix \"enc.\""]) {
             try $0.loadStateDict(dict)
         }
     }
@@ -96,14 +92,18 @@ final class SafeTensorsWeightsTests: XCTestCase {
         tensors["blk.v_proj.weight"] = nil
         let file = try SafeTensorsFile(data: SafeTensorsFile.encode(tensors))
         let target = try MultiHeadAttention(config: gqaSinks, seed: 2)
-        assertLoadFails(target, kind: "invalid file", mentioning: ["\"blk.v_proj.weight\"", "missing"]) {
+        assertLoadFails(target, AttentionError.invalidFile,
+                        mentioning: ["tensor \"blk.v_proj.weight\"", "is missing from the file",
+                                     "it holds 4 tensor(s), none named *v_proj.weight"]) {
             try $0.loadWeights(from: file, prefix: "blk.")
         }
         // Missing sinks, when the configuration has them.
         tensors = layer.stateDict()
         tensors["sink_states"] = nil
         let noSinks = try SafeTensorsFile(data: SafeTensorsFile.encode(tensors))
-        assertLoadFails(target, kind: "invalid file", mentioning: ["\"sink_states\"", "missing"]) {
+        assertLoadFails(target, AttentionError.invalidFile,
+                        mentioning: ["tensor \"sink_states\"", "is missing from the file",
+                                     "it holds 4 tensor(s), none named *sink_states"]) {
             try $0.loadWeights(from: noSinks)
         }
     }
@@ -112,8 +112,10 @@ final class SafeTensorsWeightsTests: XCTestCase {
         let layer = try MultiHeadAttention(config: gqaSinks, seed: 1)
         let file = try SafeTensorsFile(data: SafeTensorsFile.encode(layer.stateDict(prefix: "model.layers.0.attn.")))
         for wrong in ["", "model.layers.0.attn", "model.layers.1.attn."] {
-            assertLoadFails(layer, kind: "invalid file",
-                            mentioning: ["\"\(wrong)q_proj.weight\"", "missing", "\"model.layers.0.attn.\""]) {
+            assertLoadFails(layer, AttentionError.invalidFile,
+                            mentioning: ["tensor \"\(wrong)q_proj.weight\"", "is missing from the file",
+                                         "searched with prefix \"\(wrong)\"",
+                                         "exist under prefix \"model.layers.0.attn.\""]) {
                 try $0.loadWeights(from: file, prefix: wrong)
             }
         }
@@ -126,14 +128,16 @@ final class SafeTensorsWeightsTests: XCTestCase {
         tensors["v_proj.weight"] = randomTensor([32, 32], seed: 3)
         let file = try SafeTensorsFile(data: SafeTensorsFile.encode(tensors))
         let target = try MultiHeadAttention(config: gqaSinks, seed: 2)
-        assertLoadFails(target, kind: "invalid shape",
-                        mentioning: ["\"v_proj.weight\"", "[32, 32]", "[16, 32]", "numKVHeads 2"]) {
+        assertLoadFails(target, AttentionError.invalidShape,
+                        mentioning: ["tensor \"v_proj.weight\" shape [32, 32]", "must be [16, 32]",
+                                     "for dModel 32, nHeads 4, numKVHeads 2"]) {
             try $0.loadWeights(from: file)
         }
         tensors = source.stateDict()
         tensors["sink_states"] = randomTensor([3, 32], seed: 4)
-        assertLoadFails(target, kind: "invalid shape",
-                        mentioning: ["\"sink_states\"", "[3, 32]", "[2, 32]", "numAttentionSinks 2"]) {
+        assertLoadFails(target, AttentionError.invalidShape,
+                        mentioning: ["tensor \"sink_states\" shape [3, 32]", "must be [2, 32]",
+                                     "numKVHeads 2, numAttentionSinks 2"]) {
             try $0.loadWeights(from: SafeTensorsFile(data: SafeTensorsFile.encode(tensors)))
         }
     }
@@ -142,11 +146,13 @@ final class SafeTensorsWeightsTests: XCTestCase {
         let layer = try MultiHeadAttention(config: gqaSinks, seed: 1)
         var tensors = layer.stateDict(prefix: "attn.")
         tensors["attn.out_proj.bias"] = randomTensor([32], seed: 2)
-        assertLoadFails(layer, kind: "invalid file", mentioning: ["\"attn.out_proj.bias\"", "no biases"]) {
+        assertLoadFails(layer, AttentionError.invalidFile,
+                        mentioning: ["tensor \"attn.out_proj.bias\" is in the file", "only the projection weights (no biases)"]) {
             try $0.loadWeights(from: SafeTensorsFile(data: SafeTensorsFile.encode(tensors)), prefix: "attn.")
         }
         let plain = try MultiHeadAttention(config: AttentionConfig(dModel: 32, nHeads: 4, useGQA: true, gqaGroups: 2))
-        assertLoadFails(plain, kind: "invalid file", mentioning: ["\"sink_states\"", "useAttentionSinks = false"]) {
+        assertLoadFails(plain, AttentionError.invalidFile,
+                        mentioning: ["tensor \"sink_states\" is in the file", "this configuration has useAttentionSinks = false"]) {
             try $0.loadWeights(from: SafeTensorsFile(data: SafeTensorsFile.encode(layer.stateDict())))
         }
     }

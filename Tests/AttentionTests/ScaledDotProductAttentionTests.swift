@@ -3,10 +3,9 @@ import XCTest
 @testable import Attention
 
 /// The public kernel-only entry point against a float64 evaluation of its documented formula.
+///
+/// Tolerance: the shared ``Tolerance`` (`assertClose`), as for the layer.
 final class ScaledDotProductAttentionTests: XCTestCase {
-    /// max |y − y₆₄| ≤ 1e-5 · max(1, max |y₆₄|), as for the layer.
-    static let tolerance = 1e-5
-
     /// `out[b,i,h] = Σ_j softmax_j(scale·q·k + mask) v`, bottom-right causal, zeros when nothing
     /// is visible.
     func naive(_ q: Tensor, _ k: Tensor, _ v: Tensor, heads: Int, kvHeads: Int, causal: Bool,
@@ -63,9 +62,7 @@ final class ScaledDotProductAttentionTests: XCTestCase {
                         let out = try scaledDotProductAttention(queries: q, keys: k, values: v, nHeads: heads,
                                                                 numKVHeads: kvHeads, isCausal: causal, mask: mask,
                                                                 kernel: kernel)
-                        let (error, scale) = maxErrorAndScale(out.scalars, expected)
-                        XCTAssertLessThanOrEqual(error, Self.tolerance * max(1, scale),
-                                                 "\(kernel) n \(n) nk \(nk) causal \(causal) mask \(useMask)")
+                        assertClose(out.scalars, expected, "\(kernel) n \(n) nk \(nk) causal \(causal) mask \(useMask)")
                     }
                 }
             }
@@ -111,9 +108,7 @@ final class ScaledDotProductAttentionTests: XCTestCase {
                                 + "queries \(headMajorQueries ? "[B,H,N,D]" : "[B,N,H·D]") "
                                 + "keys \(headMajorKeys ? "[B,Hkv,N,D]" : "[B,N,Hkv·D]")"
                             XCTAssertEqual(out.shape, headMajorQueries ? [batch, heads, n, d] : q.shape, label)
-                            let (error, scale) = maxErrorAndScale(
-                                out.scalars, headMajorQueries ? expectedHeadMajor : expected)
-                            XCTAssertLessThanOrEqual(error, Self.tolerance * max(1, scale), label)
+                            assertClose(out.scalars, headMajorQueries ? expectedHeadMajor : expected, label)
                         }
                     }
                 }
@@ -133,39 +128,54 @@ final class ScaledDotProductAttentionTests: XCTestCase {
 
     func testBadArgumentsThrow() throws {
         let q = randomTensor([2, 3, 8], seed: 1), k = randomTensor([2, 5, 4], seed: 2)
-        func expect(_ fragment: String, _ body: () throws -> Tensor) {
-            XCTAssertThrowsError(try body()) { error in
-                XCTAssertTrue("\(error)".contains(fragment), "\(error) lacks \(fragment)")
+        func expect(_ fragments: [String], file: StaticString = #filePath, line: UInt = #line,
+                    _ body: () throws -> Tensor) {
+            assertThrows(AttentionError.invalidInput, containing: fragments, file: file, line: line, body)
+        }
+        for nHeads in [0, -2] {
+            expect(["nHeads (\(nHeads))", "must be > 0"]) {
+                try scaledDotProductAttention(queries: q, keys: k, values: k, nHeads: nHeads, numKVHeads: 1)
             }
         }
-        expect("numKVHeads (3) must be > 0 and divide nHeads (2)") {
-            try scaledDotProductAttention(queries: q, keys: k, values: k, nHeads: 2, numKVHeads: 3)
+        for numKVHeads in [3, 0, -1] {
+            expect(["numKVHeads (\(numKVHeads))", "must be > 0 and divide nHeads (2)"]) {
+                try scaledDotProductAttention(queries: q, keys: k, values: k, nHeads: 2, numKVHeads: numKVHeads)
+            }
         }
-        expect("keys shape [2, 5, 4] must be [2, keyLength, 8] or [2, 2, keyLength, 4]") {
+        expect(["keys shape [2, 5, 4]", "must be [2, keyLength, 8] or [2, 2, keyLength, 4]"]) {
             try scaledDotProductAttention(queries: q, keys: k, values: k, nHeads: 2, numKVHeads: 2)
         }
-        expect("values shape [2, 4, 4] must equal keys shape [2, 5, 4]") {
+        expect(["values shape [2, 4, 4]", "must equal keys shape [2, 5, 4]"]) {
             try scaledDotProductAttention(queries: q, keys: k, values: randomTensor([2, 4, 4], seed: 3),
                                           nHeads: 2, numKVHeads: 1)
         }
-        expect("keys shape [2, 3, 5, 4] must be [2, 2, keyLength, 4]") {
+        expect(["keys shape [2, 3, 5, 4]", "must be [2, 2, keyLength, 4]"]) {
             try scaledDotProductAttention(queries: q, keys: Tensor(zeros: [2, 3, 5, 4]),
                                           values: Tensor(zeros: [2, 3, 5, 4]), nHeads: 2, numKVHeads: 2)
         }
-        expect("queries shape [2, 3, 3, 8] must be [batch, nHeads, seq, headDim] with nHeads 2") {
+        expect(["queries shape [2, 3, 3, 8]", "must be [batch, nHeads, seq, headDim] with nHeads 2"]) {
             try scaledDotProductAttention(queries: Tensor(zeros: [2, 3, 3, 8]), keys: k, values: k,
                                           nHeads: 2, numKVHeads: 2)
         }
-        expect("queries shape [2, 3, 3, 8, 1] must be [batch, seq, nHeads · headDim] or [batch, nHeads, seq, headDim]") {
+        expect(["queries shape [2, 3, 3, 8, 1]",
+                "must be [batch, seq, nHeads · headDim] or [batch, nHeads, seq, headDim] with nHeads 2"]) {
             try scaledDotProductAttention(queries: Tensor(zeros: [2, 3, 3, 8, 1]), keys: k, values: k,
                                           nHeads: 2, numKVHeads: 2)
         }
-        expect("scale (nan) must be finite") {
-            try scaledDotProductAttention(queries: q, keys: k, values: k, nHeads: 2, numKVHeads: 1, scale: .nan)
+        for scale: Float in [.nan, .infinity, -.infinity] {
+            expect(["scale (\(scale))", "must be finite"]) {
+                try scaledDotProductAttention(queries: q, keys: k, values: k, nHeads: 2, numKVHeads: 1, scale: scale)
+            }
         }
-        expect("mask shape [3, 3] must be one of [3, 5]") {
+        expect(["mask shape [3, 3]", "must be one of [3, 5]",
+                "for batch 2, nHeads 2, queryLength 3, keyLength 5"]) {
             try scaledDotProductAttention(queries: q, keys: k, values: k, nHeads: 2, numKVHeads: 1,
                                           mask: Tensor(zeros: [3, 3]))
+        }
+        var badMask = Tensor(zeros: [3, 5])
+        badMask.scalars[7] = .infinity
+        expect(["mask element 7 (inf)", "must not be NaN or +inf"]) {
+            try scaledDotProductAttention(queries: q, keys: k, values: k, nHeads: 2, numKVHeads: 1, mask: badMask)
         }
     }
 }

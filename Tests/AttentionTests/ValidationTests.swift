@@ -12,37 +12,6 @@ final class ValidationTests: XCTestCase {
 
     // MARK: - Helpers
 
-    /// The case constructors of `AttentionError`, so a test can say which one it expects.
-    private typealias ErrorCase = (String) -> AttentionError
-
-    /// Asserts `body` throws an `AttentionError` of case `expected` whose message contains every
-    /// string in `fragments`.
-    private func assertThrows<T>(
-        _ expected: ErrorCase, containing fragments: [String],
-        _ label: @autoclosure () -> String = "",
-        file: StaticString = #filePath, line: UInt = #line,
-        _ body: () throws -> T
-    ) {
-        let label = label()
-        let context = label.isEmpty ? "" : " [\(label)]"
-        do {
-            let result = try body()
-            XCTFail("expected a thrown AttentionError\(context), got \(result)", file: file, line: line)
-        } catch let error as AttentionError {
-            XCTAssertEqual(error, expected(error.message),
-                           "wrong AttentionError case\(context): \(error)", file: file, line: line)
-            for fragment in fragments {
-                XCTAssertTrue(error.message.contains(fragment),
-                              "message \"\(error.message)\" lacks \"\(fragment)\"\(context)",
-                              file: file, line: line)
-            }
-            XCTAssertTrue(error.description.hasSuffix(error.message), file: file, line: line)
-        } catch {
-            XCTFail("expected an AttentionError\(context), got \(type(of: error)): \(error)",
-                    file: file, line: line)
-        }
-    }
-
     private func config(
         dModel: Int = 16, nHeads: Int = 4, useRoPE: Bool = true, ropeTheta: Float = 10000,
         ropeScaling: Float? = nil, useAttentionSinks: Bool = false, numAttentionSinks: Int = 4,
@@ -113,7 +82,7 @@ final class ValidationTests: XCTestCase {
 
     func testHeadDimMustBeEvenWithRoPE() throws {
         assertThrows(AttentionError.invalidConfiguration,
-                     containing: ["headDim", "= 3)", "must be even", "useRoPE"]) {
+                     containing: ["headDim (dModel / nHeads = 3)", "must be even", "when useRoPE is true"]) {
             try config(dModel: 12, nHeads: 4, useRoPE: true)
         }
         // The rule only applies with RoPE.
@@ -172,17 +141,35 @@ final class ValidationTests: XCTestCase {
         }
     }
 
-    func testGQAGroupsMustDivideNHeads() {
-        assertThrows(AttentionError.invalidConfiguration,
-                     containing: ["gqaGroups (5) must divide nHeads (12); try 1, 2, 3, 4, 6 or 12"]) {
-            try config(dModel: 96, nHeads: 12, useGQA: true, gqaGroups: 5)
+    /// The rule is divisibility; a group count above nHeads (8 for 4 heads) is one instance of
+    /// it, not a rule of its own. The message suggests the divisors while there are few enough
+    /// heads to list them (up to 4096).
+    func testGQAGroupsMustDivideNHeads() throws {
+        let cases: [(dModel: Int, nHeads: Int, groups: Int, hint: String)] = [
+            (96, 12, 5, "; try 1, 2, 3, 4, 6 or 12"),
+            (96, 12, 24, "; try 1, 2, 3, 4, 6 or 12"),
+            (16, 4, 8, "; try 1, 2 or 4"),
+            (16, 4, 3, "; try 1, 2 or 4"),
+            (56, 7, 2, "; try 1 or 7"),
+            (16, 1, 2, "; try 1"),
+        ]
+        for (dModel, nHeads, groups, hint) in cases {
+            assertThrows(AttentionError.invalidConfiguration,
+                         containing: ["gqaGroups (\(groups))", "must divide nHeads (\(nHeads))", hint],
+                         "nHeads \(nHeads), gqaGroups \(groups)") {
+                try config(dModel: dModel, nHeads: nHeads, useGQA: true, gqaGroups: groups)
+            }
         }
-    }
-
-    func testGQAGroupsMustNotExceedNHeads() {
-        assertThrows(AttentionError.invalidConfiguration,
-                     containing: ["gqaGroups (8)", "must divide nHeads (4)", "try 1, 2 or 4"]) {
-            try config(dModel: 16, nHeads: 4, useGQA: true, gqaGroups: 8)
+        // Too many heads to list: the rule alone, nothing after it.
+        assertThrows(AttentionError.invalidConfiguration, containing: ["gqaGroups (3)", "must divide nHeads (4097)"]) {
+            try config(dModel: 2 * 4097, nHeads: 4097, useRoPE: false, useGQA: true, gqaGroups: 3)
+        }
+        XCTAssertThrowsError(try config(dModel: 2 * 4097, nHeads: 4097, useRoPE: false, useGQA: true, gqaGroups: 3)) {
+            XCTAssertEqual($0 as? AttentionError, .invalidConfiguration("gqaGroups (3) must divide nHeads (4097)"))
+        }
+        // Every divisor is accepted, from MQA (1) to MHA (nHeads).
+        for groups in [1, 2, 3, 4, 6, 12] {
+            XCTAssertEqual(try config(dModel: 96, nHeads: 12, useGQA: true, gqaGroups: groups).numKVHeads, groups)
         }
     }
 
@@ -201,21 +188,21 @@ final class ValidationTests: XCTestCase {
 
     func testTensorScalarCountMustMatchShape() {
         assertThrows(AttentionError.invalidShape,
-                     containing: ["scalars.count (5)", "must equal the product of shape [2, 3] (6)"]) {
+                     containing: ["tensor scalars.count (5)", "must equal the product of shape [2, 3] (6)"]) {
             try Tensor(shape: [2, 3], scalars: [Float](repeating: 0, count: 5))
         }
     }
 
     func testTensorDimensionsMustBeNonNegative() {
         assertThrows(AttentionError.invalidShape,
-                     containing: ["shape [2, -1]", "negative dimension (-1)", "must be >= 0"]) {
+                     containing: ["tensor shape [2, -1]", "negative dimension (-1)", "must be >= 0"]) {
             try Tensor(shape: [2, -1], scalars: [])
         }
     }
 
     func testTensorElementCountMustFitInt() {
         assertThrows(AttentionError.sizeLimitExceeded,
-                     containing: ["shape [\(Int.max), 2]", "more elements than Int can count"]) {
+                     containing: ["tensor shape [\(Int.max), 2]", "more elements than Int can count"]) {
             try Tensor(shape: [Int.max, 2], scalars: [])
         }
     }
@@ -293,7 +280,8 @@ final class ValidationTests: XCTestCase {
         let c = try config(useGQA: true, gqaGroups: 2)
         let model = try MultiHeadAttention(config: c)
         let x = try filled([1, 3, 16])
-        assertThrows(AttentionError.invalidInput, containing: ["mask shape [1, 2, 3, 3]", "nHeads 4"]) {
+        assertThrows(AttentionError.invalidInput,
+                     containing: ["mask shape [1, 2, 3, 3]", "must be one of", "[1, 4, 3, 3]", "nHeads 4"]) {
             try model.forward(x, mask: Tensor(zeros: [1, 2, 3, 3]))
         }
         XCTAssertNoThrow(try model.forward(x, mask: Tensor(zeros: [1, 4, 3, 3])))
@@ -377,7 +365,8 @@ final class ValidationTests: XCTestCase {
                                               expected: [3, 16])
         // The message also names the sink count.
         var model = try weightFixture()
-        assertThrows(AttentionError.invalidShape, containing: ["numAttentionSinks 3"]) {
+        assertThrows(AttentionError.invalidShape,
+                     containing: ["sink_states shape [4, 16]", "must be [3, 16]", "numAttentionSinks 3"]) {
             try model.setWeight(Tensor(zeros: [4, 16]), for: .sinkStates)
         }
     }
