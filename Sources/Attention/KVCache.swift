@@ -60,7 +60,8 @@ public struct KVCache: Sendable, Equatable {
         guard slots >= 1 else { throw AttentionError.invalidInput("KVCache capacity (\(slots)) must be >= 1") }
         guard slots <= AttentionLimits.maxDimension - config.numSinks else {
             throw AttentionError.sizeLimitExceeded(
-                "KVCache capacity (\(slots)) plus sinks (\(config.numSinks)) must be <= \(AttentionLimits.maxDimension)")
+                "KVCache \(window == nil ? "capacity" : "window") (\(slots)) plus sinks (\(config.numSinks)) "
+                    + "must be <= \(AttentionLimits.maxDimension)")
         }
         let count = try checkedElementCount([batch, slots, config.numKVHeads, config.headDim],
                                             of: "KVCache [batch, capacity, numKVHeads, headDim]")

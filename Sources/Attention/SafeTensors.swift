@@ -189,8 +189,9 @@ public struct SafeTensorsFile: Sendable {
             return value
         }
         func integers(_ key: String) throws -> [Int] {
-            guard case .array(let items) = try field(key) else {
-                throw fail("\(tensor) \(key) must be an array of integers")
+            let value = try field(key)
+            guard case .array(let items) = value else {
+                throw fail("\(tensor) \(key) must be an array of integers, not \(value.kindName)")
             }
             return try items.map { item in
                 guard case .number(let text) = item else {
@@ -205,8 +206,9 @@ public struct SafeTensorsFile: Sendable {
             }
         }
 
-        guard case .string(let dtypeName) = try field("dtype") else {
-            throw fail("\(tensor) dtype must be a string")
+        let dtypeField = try field("dtype")
+        guard case .string(let dtypeName) = dtypeField else {
+            throw fail("\(tensor) dtype must be a string, not \(dtypeField.kindName)")
         }
         guard let dtype = SafeTensorsDType(rawValue: dtypeName) else {
             throw fail("\(tensor) has dtype \(dtypeName); supported dtypes are F32, F16 and BF16")

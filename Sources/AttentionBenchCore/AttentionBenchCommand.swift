@@ -144,7 +144,7 @@ public struct AttentionBenchCommand: ParsableCommand {
         }
         if let warmup, warmup < 0 { throw ValidationError("--warmup (\(warmup)) must be >= 0") }
         guard maxSeconds >= 0, maxSeconds.isFinite else {
-            throw ValidationError("--max-seconds (\(maxSeconds)) must be >= 0")
+            throw ValidationError("--max-seconds (\(maxSeconds)) must be finite and >= 0")
         }
         guard sgemmSize >= 0 else { throw ValidationError("--sgemm-size (\(sgemmSize)) must be >= 0") }
         if let sinks, sinks < 0 { throw ValidationError("--sinks (\(sinks)) must be >= 0") }

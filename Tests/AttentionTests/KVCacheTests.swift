@@ -297,10 +297,8 @@ final class KVCacheTests: XCTestCase {
                      containing: ["KVCache capacity (\(limit - 2))", "plus sinks (3)", "must be <= \(limit)"]) {
             try KVCache(config: config, batch: 1, capacity: limit - 2)
         }
-        // A window of Int.max (the message says "KVCache capacity", the name of the linear
-        // cache's parameter, for this init's `window`: reported, so only the value and the rule here).
         assertThrows(AttentionError.sizeLimitExceeded,
-                     containing: ["(\(Int.max))", "plus sinks (3)", "must be <= \(limit)"]) {
+                     containing: ["KVCache window (\(Int.max))", "plus sinks (3)", "must be <= \(limit)"]) {
             try KVCache(config: config, batch: 1, window: Int.max)
         }
         // The storage count overflows Int before anything is allocated.
