@@ -116,15 +116,3 @@ func assertBitwiseEqual(
                     + "\(actual[first]) vs \(expected[first])", file: file, line: line)
     }
 }
-
-// TEMPORARY (issue 11): the NaN-blind helper that every suite is moving off; deleted when the
-// last caller uses `assertClose`.
-func maxErrorAndScale(_ actual: [Float], _ expected: [Double]) -> (error: Double, scale: Double) {
-    precondition(actual.count == expected.count)
-    var error = 0.0, scale = 0.0
-    for (a, e) in zip(actual, expected) {
-        error = max(error, abs(Double(a) - e))
-        scale = max(scale, abs(e))
-    }
-    return (error, scale)
-}
