@@ -31,8 +31,9 @@ struct FlashBlockSizes: Sendable, Equatable {
 
 /// How the flash kernel splits the keys of one (batch row, head) across workers.
 public enum KeySplit: Sendable, Hashable {
-    /// Split only when a few queries (decoding) leave workers idle: see
-    /// `FlashAttention.automaticKeyChunks`.
+    /// Split only when a few queries (decoding) would leave one worker per processor idle. The
+    /// split is sized for one worker per active processor whatever the call's worker count, so
+    /// that it, and with it every bit of the result, is the same for every worker count.
     case automatic
     /// Never split: one work item per (batch row, head, query block).
     case never
@@ -85,9 +86,11 @@ enum FlashAttention {
         case .never: chunks = 1
         case .chunks(let count): chunks = max(1, min(count, maxKeys))
         case .automatic:
+            // Sized for the processors, not `requestedWorkers`: the chunks decide the summation
+            // order, and results must not depend on the worker count.
             chunks = automaticKeyChunks(queryCount: n, keyCount: maxKeys,
                                         rowsAndHeads: problem.batch * problem.numKVHeads,
-                                        queryBlocks: queryBlocks, workers: requestedWorkers)
+                                        queryBlocks: queryBlocks, workers: defaultWorkerCount)
         }
         let itemCount = problem.batch * problem.numKVHeads * queryBlocks * chunks
         let workerCount = min(requestedWorkers, itemCount)

@@ -171,6 +171,24 @@ final class KVCacheTests: XCTestCase {
                                                          queryBlocks: 1, workers: 4), 1, "prefill is not split")
     }
 
+    /// The automatic split engages here (one query, one key/value head, 4,096 keys) and is
+    /// sized for the processors, not the call's workers, so 1, 2, 3 and 4 workers sum the same
+    /// chunks in the same order: bitwise equal, and equal to the unsplit kernel within tolerance.
+    func testAutomaticKeySplitGivesTheSameBitsForEveryWorkerCount() throws {
+        let (heads, keys, d) = (4, 4096, 16)
+        let q = randomTensor([1, heads, 1, d], seed: 31, amplitude: 2)
+        let k = randomTensor([1, 1, keys, d], seed: 32, amplitude: 2), v = randomTensor([1, 1, keys, d], seed: 33)
+        func run(_ workers: Int, _ split: KeySplit) throws -> [Float] {
+            try scaledDotProductAttention(queries: q, keys: k, values: v, nHeads: heads, numKVHeads: 1,
+                                          workers: workers, keySplit: split).scalars
+        }
+        let serial = try run(1, .automatic)
+        for workers in 2...4 {
+            assertBitwiseEqual(try run(workers, .automatic), serial, "automatic split, \(workers) workers vs 1")
+        }
+        assertClose(serial, try run(1, .never), "automatic split vs unsplit")
+    }
+
     func testCacheStoresKeyValueHeadsOnly() throws {
         let gqa = try KVCache(config: try layer(gqa: true).config, batch: 2, capacity: 100)
         let mha = try KVCache(config: try layer(gqa: false).config, batch: 2, capacity: 100)
