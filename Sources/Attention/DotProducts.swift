@@ -7,8 +7,10 @@
 /// block for a 2- or 3-row product. Here each key element is loaded once for two query heads
 /// and stays in a register: four keys × two heads are eight independent SSE accumulators, and a
 /// 4 × 4 transpose-add turns them into eight scores. Written for baseline x86-64 (SSE2, 16
-/// registers, no FMA) and arm64 code generation. A head width that is not a multiple of 4
-/// adds its last `headDim % 4` products in scalar code after the vector sum.
+/// registers, no FMA) and arm64 code generation. A head width that is not a multiple of 4 gets
+/// its last `headDim % 4` products added in a scalar pass after the vector loops, which run over
+/// the first `headDim & ~3` elements only (for a multiple of 4 they are the whole width, and
+/// the loops are exactly those measured above).
 enum DotProducts {
     typealias Lanes = SIMD4<Float>
 
@@ -19,21 +21,44 @@ enum DotProducts {
         keys: UnsafePointer<Float>, keyStride: Int, count: Int,
         into scores: UnsafeMutablePointer<Float>, scoreStride: Int
     ) {
+        let vectorWidth = headDim & ~3
         var member = 0
         while member + 3 <= members {
-            threeQueries(queries + member * headDim, headDim: headDim, keys: keys, keyStride: keyStride,
-                         count: count, into: scores + member * scoreStride, scoreStride: scoreStride)
+            threeQueries(queries + member * headDim, headDim: headDim, vectorWidth: vectorWidth, keys: keys,
+                         keyStride: keyStride, count: count, into: scores + member * scoreStride,
+                         scoreStride: scoreStride)
             member += 3
         }
         if member + 2 <= members {
-            twoQueries(queries + member * headDim, queries + (member + 1) * headDim, headDim: headDim,
+            twoQueries(queries + member * headDim, queries + (member + 1) * headDim, vectorWidth: vectorWidth,
                        keys: keys, keyStride: keyStride, count: count,
                        into: scores + member * scoreStride, scores + (member + 1) * scoreStride)
             member += 2
         }
         if member < members {
-            oneQuery(queries + member * headDim, headDim: headDim, keys: keys, keyStride: keyStride,
+            oneQuery(queries + member * headDim, vectorWidth: vectorWidth, keys: keys, keyStride: keyStride,
                      count: count, into: scores + member * scoreStride)
+        }
+        if vectorWidth < headDim {
+            addTails(queries: queries, members: members, headDim: headDim, from: vectorWidth, keys: keys,
+                     keyStride: keyStride, count: count, into: scores, scoreStride: scoreStride)
+        }
+    }
+
+    /// `scores[m, j] += Σ_{e ≥ first} q[m, e] · k[j, e]`: the products the vector loops leave out.
+    private static func addTails(
+        queries: UnsafePointer<Float>, members: Int, headDim: Int, from first: Int,
+        keys: UnsafePointer<Float>, keyStride: Int, count: Int,
+        into scores: UnsafeMutablePointer<Float>, scoreStride: Int
+    ) {
+        for m in 0..<members {
+            let q = queries + m * headDim
+            for j in 0..<count {
+                let k = keys + j * keyStride
+                var sum = scores[m * scoreStride + j]
+                for e in first..<headDim { sum += q[e] * k[e] }
+                scores[m * scoreStride + j] = sum
+            }
         }
     }
 
@@ -57,29 +82,14 @@ enum DotProducts {
 
     /// One key's score, for the keys past the last group of four.
     @inline(__always)
-    static func dot(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, headDim: Int) -> Float {
+    static func dot(_ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, vectorWidth: Int) -> Float {
         var sum = Lanes()
         var e = 0
-        while e + 4 <= headDim {
+        while e < vectorWidth {
             sum += load(q + e) * load(k + e)
             e += 4
         }
-        return addTail((sum[0] + sum[1]) + (sum[2] + sum[3]), q, k, headDim: headDim)
-    }
-
-    /// `sum` plus the products of the last `headDim % 4` elements, which the vector loops leave
-    /// out. With no tail, `sum` is returned as it is (adding `+0` would turn a `−0` score into
-    /// `+0`).
-    @inline(__always)
-    static func addTail(_ sum: Float, _ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, headDim: Int) -> Float {
-        var e = headDim & ~3
-        guard e < headDim else { return sum }
-        var result = sum
-        while e < headDim {
-            result += q[e] * k[e]
-            e += 1
-        }
-        return result
+        return (sum[0] + sum[1]) + (sum[2] + sum[3])
     }
 
     /// Three keys × three queries per step: nine accumulators, each key load used three times,
@@ -87,7 +97,7 @@ enum DotProducts {
     /// × three queries needs eighteen, and LLVM spills accumulators through memory: 25 %
     /// slower, measured.) The group of three scores per query is reduced by one transpose-add.
     private static func threeQueries(
-        _ q: UnsafePointer<Float>, headDim d: Int,
+        _ q: UnsafePointer<Float>, headDim d: Int, vectorWidth w: Int,
         keys: UnsafePointer<Float>, keyStride: Int, count: Int,
         into s: UnsafeMutablePointer<Float>, scoreStride: Int
     ) {
@@ -100,7 +110,7 @@ enum DotProducts {
             var b0 = Lanes(), b1 = Lanes(), b2 = Lanes()
             var c0 = Lanes(), c1 = Lanes(), c2 = Lanes()
             var e = 0
-            while e + 4 <= d {
+            while e < w {
                 let x0 = load(k0 + e), x1 = load(k1 + e), x2 = load(k2 + e)
                 let qa4 = load(qa + e)
                 a0 += qa4 * x0; a1 += qa4 * x1; a2 += qa4 * x2
@@ -112,31 +122,23 @@ enum DotProducts {
             }
             let ra = laneSums(a0, a1, a2, Lanes()), rb = laneSums(b0, b1, b2, Lanes())
             let rc = laneSums(c0, c1, c2, Lanes())
-            if d % 4 == 0 {
-                sa[j] = ra[0]; sa[j + 1] = ra[1]; sa[j + 2] = ra[2]
-                sb[j] = rb[0]; sb[j + 1] = rb[1]; sb[j + 2] = rb[2]
-                sc[j] = rc[0]; sc[j + 1] = rc[1]; sc[j + 2] = rc[2]
-            } else {
-                for (i, key) in [k0, k1, k2].enumerated() {
-                    sa[j + i] = addTail(ra[i], qa, key, headDim: d)
-                    sb[j + i] = addTail(rb[i], qb, key, headDim: d)
-                    sc[j + i] = addTail(rc[i], qc, key, headDim: d)
-                }
-            }
+            sa[j] = ra[0]; sa[j + 1] = ra[1]; sa[j + 2] = ra[2]
+            sb[j] = rb[0]; sb[j + 1] = rb[1]; sb[j + 2] = rb[2]
+            sc[j] = rc[0]; sc[j + 1] = rc[1]; sc[j + 2] = rc[2]
             j += 3
         }
         while j < count {
             let k = keys + j * keyStride
-            sa[j] = dot(qa, k, headDim: d)
-            sb[j] = dot(qb, k, headDim: d)
-            sc[j] = dot(qc, k, headDim: d)
+            sa[j] = dot(qa, k, vectorWidth: w)
+            sb[j] = dot(qb, k, vectorWidth: w)
+            sc[j] = dot(qc, k, vectorWidth: w)
             j += 1
         }
     }
 
     /// Four keys × two queries per step: eight accumulators, each key load used twice.
     private static func twoQueries(
-        _ qa: UnsafePointer<Float>, _ qb: UnsafePointer<Float>, headDim d: Int,
+        _ qa: UnsafePointer<Float>, _ qb: UnsafePointer<Float>, vectorWidth d: Int,
         keys: UnsafePointer<Float>, keyStride: Int, count: Int,
         into sa: UnsafeMutablePointer<Float>, _ sb: UnsafeMutablePointer<Float>
     ) {
@@ -146,7 +148,7 @@ enum DotProducts {
             var a0 = Lanes(), a1 = Lanes(), a2 = Lanes(), a3 = Lanes()
             var b0 = Lanes(), b1 = Lanes(), b2 = Lanes(), b3 = Lanes()
             var e = 0
-            while e + 4 <= d {
+            while e < d {
                 let x0 = load(k0 + e), x1 = load(k1 + e), x2 = load(k2 + e), x3 = load(k3 + e)
                 let qa4 = load(qa + e)
                 a0 += qa4 * x0; a1 += qa4 * x1; a2 += qa4 * x2; a3 += qa4 * x3
@@ -154,29 +156,21 @@ enum DotProducts {
                 b0 += qb4 * x0; b1 += qb4 * x1; b2 += qb4 * x2; b3 += qb4 * x3
                 e += 4
             }
-            let ra = laneSums(a0, a1, a2, a3), rb = laneSums(b0, b1, b2, b3)
-            if d % 4 == 0 {
-                store(ra, to: sa + j)
-                store(rb, to: sb + j)
-            } else {
-                for (i, key) in [k0, k1, k2, k3].enumerated() {
-                    sa[j + i] = addTail(ra[i], qa, key, headDim: d)
-                    sb[j + i] = addTail(rb[i], qb, key, headDim: d)
-                }
-            }
+            store(laneSums(a0, a1, a2, a3), to: sa + j)
+            store(laneSums(b0, b1, b2, b3), to: sb + j)
             j += 4
         }
         while j < count {
             let k = keys + j * keyStride
-            sa[j] = dot(qa, k, headDim: d)
-            sb[j] = dot(qb, k, headDim: d)
+            sa[j] = dot(qa, k, vectorWidth: d)
+            sb[j] = dot(qb, k, vectorWidth: d)
             j += 1
         }
     }
 
     /// Four keys × one query per step, two accumulators per key (eight in flight, as above).
     private static func oneQuery(
-        _ q: UnsafePointer<Float>, headDim d: Int,
+        _ q: UnsafePointer<Float>, vectorWidth d: Int,
         keys: UnsafePointer<Float>, keyStride: Int, count: Int, into s: UnsafeMutablePointer<Float>
     ) {
         var j = 0
@@ -193,23 +187,16 @@ enum DotProducts {
                 a3 += qa4 * load(k3 + e); b3 += qb4 * load(k3 + e + 4)
                 e += 8
             }
-            if e + 4 <= d {
+            if e < d {
                 let qa4 = load(q + e)
                 a0 += qa4 * load(k0 + e); a1 += qa4 * load(k1 + e)
                 a2 += qa4 * load(k2 + e); a3 += qa4 * load(k3 + e)
             }
-            let sums = laneSums(a0 + b0, a1 + b1, a2 + b2, a3 + b3)
-            if d % 4 == 0 {
-                store(sums, to: s + j)
-            } else {
-                for (i, key) in [k0, k1, k2, k3].enumerated() {
-                    s[j + i] = addTail(sums[i], q, key, headDim: d)
-                }
-            }
+            store(laneSums(a0 + b0, a1 + b1, a2 + b2, a3 + b3), to: s + j)
             j += 4
         }
         while j < count {
-            s[j] = dot(q, keys + j * keyStride, headDim: d)
+            s[j] = dot(q, keys + j * keyStride, vectorWidth: d)
             j += 1
         }
     }

@@ -31,6 +31,10 @@ struct AttentionCase: CustomStringConvertible {
     var training = false
     var rope = RoPE.halfSplit
     var ropeTheta: Float = 10000
+    /// `ropeScaling` of the scaled RoPE variants: 0.25 stretches positions 4×, 2 compresses them.
+    var ropeScaling: Float = 0.25
+    /// MHA configured as `useGQA: true, gqaGroups: nHeads` (it must equal plain MHA).
+    var mhaSpelledAsGQA = false
     /// The flash kernel's blocks; `nil` is its automatic choice.
     var blocks: FlashBlockSizes? = nil
     /// `kernelWorkerCount` of both kernels' runs (the reference kernel's projections use it too).
@@ -42,15 +46,15 @@ struct AttentionCase: CustomStringConvertible {
         case off, halfSplit, halfSplitScaled, interleaved, interleavedScaled
 
         var pairing: RoPEPairing { [.interleaved, .interleavedScaled].contains(self) ? .interleaved : .halfSplit }
-        var scaling: Float? { [.halfSplitScaled, .interleavedScaled].contains(self) ? 0.25 : nil }
+        var isScaled: Bool { [.halfSplitScaled, .interleavedScaled].contains(self) }
 
         var description: String {
             switch self {
             case .off: return "off"
             case .halfSplit: return "halfSplit"
-            case .halfSplitScaled: return "halfSplit×0.25"
+            case .halfSplitScaled: return "halfSplit scaled"
             case .interleaved: return "interleaved"
-            case .interleavedScaled: return "interleaved×0.25"
+            case .interleavedScaled: return "interleaved scaled"
             }
         }
     }
@@ -94,22 +98,24 @@ struct AttentionCase: CustomStringConvertible {
             && (mask == .none || !usesCache) && (window ?? 1) >= 1 && (!training || dropout > 0)
     }
 
-    var groupRatio: String { kvHeads == heads ? "MHA" : kvHeads == 1 ? "MQA" : "GQA" }
+    var groupRatio: String {
+        kvHeads == heads ? (mhaSpelledAsGQA ? "MHA as useGQA" : "MHA") : kvHeads == 1 ? "MQA" : "GQA"
+    }
 
     var description: String {
         "headDim \(headDim), heads \(heads)/\(kvHeads) \(groupRatio), keys \(keyLength), queries \(queryCount)"
             + "\(usesCache ? " after a cache" : ""), batch \(batch), mask \(maskShape.map { "\($0)" } ?? "none"), "
             + "sinks \(sinks), causal \(causal), window \(window.map(String.init) ?? "none"), "
             + "dropout \(dropout)\(training ? " training" : dropout > 0 ? " eval" : ""), "
-            + "rope \(rope)\(rope == .off ? "" : " θ \(ropeTheta)"), "
+            + "rope \(rope)\(rope.isScaled ? " ×\(ropeScaling)" : "")\(rope == .off ? "" : " θ \(ropeTheta)"), "
             + "blocks \(blocks.map { "\($0.queryBlock)×\($0.keyBlock)" } ?? "auto"), workers \(workers), seed \(seed)"
     }
 
     func makeConfig() throws -> AttentionConfig {
         try AttentionConfig(
             dModel: headDim * heads, nHeads: heads, useRoPE: rope != .off, ropeTheta: ropeTheta,
-            ropeScaling: rope.scaling, ropePairing: rope.pairing, useAttentionSinks: sinks > 0,
-            numAttentionSinks: max(sinks, 1), useGQA: kvHeads != heads, gqaGroups: kvHeads,
+            ropeScaling: rope.isScaled ? ropeScaling : nil, ropePairing: rope.pairing, useAttentionSinks: sinks > 0,
+            numAttentionSinks: max(sinks, 1), useGQA: kvHeads != heads || mhaSpelledAsGQA, gqaGroups: kvHeads,
             dropout: dropout, isCausal: causal)
     }
 
@@ -309,6 +315,14 @@ extension AttentionCase {
         cases.append(AttentionCase(
             headDim: 5, heads: 2, kvHeads: 1, keyLength: 1000, queryCount: 1000, batch: 1, sinks: 1, causal: true,
             window: 8, rope: .off, blocks: FlashBlockSizes(queryBlock: 7, keyBlock: 16), workers: 4, seed: 100_901))
+        // Twelve query heads per key/value head (one kv head of twelve, then three of twelve),
+        // prefill and decode.
+        for (kvHeads, keys, queries) in [(1, 113, 113), (1, 1000, 1), (3, 70, 70), (3, 113, 1)] {
+            cases.append(AttentionCase(
+                headDim: 8, heads: 12, kvHeads: kvHeads, keyLength: keys, queryCount: queries, batch: 2,
+                mask: queries == keys ? .perHead : .none, sinks: 2, causal: true, rope: .interleaved,
+                blocks: FlashBlockSizes(queryBlock: 16, keyBlock: 32), workers: 2, seed: 100_910 + UInt64(keys)))
+        }
         return cases
     }
 
@@ -340,6 +354,8 @@ extension AttentionCase {
         c.dropout = pick([0, 0, 0, 0.2, 0.5])
         c.training = c.dropout > 0 && pick([true, true, false])
         c.ropeTheta = pick([10000, 500, 1e6])
+        c.ropeScaling = pick([0.25, 2])
+        c.mhaSpelledAsGQA = c.kvHeads == c.heads && pick([false, true])
         c.blocks = pick([nil, FlashBlockSizes(queryBlock: Int(1 + g.next() % 17), keyBlock: Int(1 + g.next() % 33))])
         c.workers = pick([1, 2, 3, 4])
         return c
