@@ -57,6 +57,10 @@ public enum KeySplit: Sendable, Hashable {
 ///         O = O·2^(m − m') + dropout(P) · V_j                     (sgemm, beta = 1)
 ///     context = O / l   (rows with l = 0 saw nothing: zeros)
 ///
+/// The path is chosen once per item: an item with one query row (decoding) computes the scores
+/// of every head of its group in one register-blocked pass over each key block (`DotProducts`)
+/// and `O += P·V` as one `sgemv` per head; an item with more rows takes the two sgemms above.
+///
 /// Split-KV (decoding): with few queries, an item may cover one chunk of the keys instead; it
 /// leaves its partial `(m, l, O)` and a merge combines the chunks of a row:
 /// `M = max_c m_c`, `L = Σ_c l_c·2^(m_c − M)`, `context = Σ_c O_c·2^(m_c − M) / L`.

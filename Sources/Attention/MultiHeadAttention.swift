@@ -70,14 +70,15 @@ public struct MultiHeadAttention: Sendable {
             return
         }
         let s = config.numSinks
-        let projected = Projections.apply(sinkStates.scalars, rows: s, weights: [kProj, vProj],
+        var projected = Projections.apply(sinkStates.scalars, rows: s, weights: [kProj, vProj],
                                           workers: projectionWorkers)
-        var keys = projected[0]
+        let values = projected.removeLast()
+        var keys = projected.removeLast()
         if config.useRoPE {
             RotaryEmbedding(config: config).apply(to: &keys, batch: 1, seq: s, headCount: config.numKVHeads,
                                                   firstPositions: [0])
         }
-        projectedSinks = ProjectedKeyValues(keys: keys, values: projected[1], width: kvWidth)
+        projectedSinks = ProjectedKeyValues(keys: keys, values: values, width: kvWidth)
     }
 
     /// Forces the flash kernel's block sizes (tests use small blocks to span many of them).
@@ -173,9 +174,13 @@ public struct MultiHeadAttention: Sendable {
                 "x shape \(x.shape) must end in dModel (\(d)); got last dimension \(x.shape[2])")
         }
         let batch = x.shape[0], n = x.shape[1], s = config.numSinks
+        // batch · seq fits Int: x.count does and dModel >= 1.
+        let keyParts = extraKeys == 0 ? [("sinks", s), ("seq", n)] : [("sinks", s), ("cached", extraKeys), ("seq", n)]
+        let keys = AttentionProblem.limitedSum(keyParts.map(\.1))
         try AttentionProblem.checkSizes(
-            batch: batch, queries: n, queryName: "seq",
-            keyParts: extraKeys == 0 ? [("sinks", s), ("seq", n)] : [("sinks", s), ("cached", extraKeys), ("seq", n)])
+            [("batch · seq", "\(batch) · \(n)", batch * n),
+             (keyParts.map(\.0).joined(separator: " + "), keyParts.map { String($0.1) }.joined(separator: " + "), keys)],
+            scoreMatrix: "score matrix [seq, keys]", queries: n, keys: keys)
         try Self.requireFinite(x, name: "x")
         return (batch, n)
     }
@@ -199,10 +204,12 @@ public struct MultiHeadAttention: Sendable {
             : nil
         let positions = tokenOffsets.map { s + $0 }
 
-        let projected = Projections.apply(x.scalars, rows: rows, weights: [qProj, kProj, vProj],
+        // Moved out of the array, so that RoPE rotates the only reference in place (no copy).
+        var projected = Projections.apply(x.scalars, rows: rows, weights: [qProj, kProj, vProj],
                                           workers: projectionWorkers)
-        var queries = projected[0]
-        var tokens = ProjectedKeyValues(keys: projected[1], values: projected[2], width: hkv * hd)
+        let values = projected.removeLast(), keys = projected.removeLast()
+        var queries = projected.removeLast()
+        var tokens = ProjectedKeyValues(keys: keys, values: values, width: hkv * hd)
         if config.useRoPE {
             let rope = RotaryEmbedding(config: config)
             rope.apply(to: &queries, batch: batch, seq: n, headCount: h, firstPositions: positions)

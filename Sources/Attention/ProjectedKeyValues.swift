@@ -23,8 +23,6 @@ struct ProjectedKeyValues: Sendable, Equatable {
         self.width = width
     }
 
-    var rowCount: Int { width == 0 ? 0 : keys.count / width }
-
     /// Rows `first ..< first + count` as one segment: row `first` sits at `firstPosition`.
     /// Valid while `self` is alive and unmutated.
     ///

@@ -25,12 +25,6 @@ enum Projections {
         }
     }
 
-    static func apply(_ input: AlignedBuffer, rows: Int, weights: [Tensor], workers: Int) -> [AlignedBuffer] {
-        withExtendedLifetime(input) {
-            apply(input.pointer, rows: rows, weights: weights, workers: workers)
-        }
-    }
-
     private static func apply(
         _ input: UnsafePointer<Float>, rows: Int, weights: [Tensor], workers: Int
     ) -> [AlignedBuffer] {

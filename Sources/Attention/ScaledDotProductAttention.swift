@@ -37,17 +37,6 @@ public func scaledDotProductAttention(
     scale: Float? = nil, isCausal: Bool = false, mask: Tensor? = nil,
     kernel: AttentionKernel = .flash, workers: Int? = nil, keySplit: KeySplit = .automatic
 ) throws -> Tensor {
-    try scaledDotProductAttention(
-        queries: queries, keys: keys, values: values, nHeads: nHeads, numKVHeads: numKVHeads,
-        scale: scale, isCausal: isCausal, mask: mask, kernel: kernel, workers: workers,
-        keySplit: keySplit, blockSizes: nil)
-}
-
-func scaledDotProductAttention(
-    queries: Tensor, keys: Tensor, values: Tensor, nHeads: Int, numKVHeads: Int,
-    scale: Float?, isCausal: Bool, mask: Tensor?, kernel: AttentionKernel, workers: Int?,
-    keySplit: KeySplit, blockSizes: FlashBlockSizes?
-) throws -> Tensor {
     func fail(_ message: String) -> AttentionError { .invalidInput(message) }
     guard nHeads > 0 else { throw fail("nHeads (\(nHeads)) must be > 0") }
     guard numKVHeads > 0, nHeads % numKVHeads == 0 else {
@@ -87,8 +76,10 @@ func scaledDotProductAttention(
     if let scale, !scale.isFinite {
         throw fail("scale (\(scale)) must be finite")
     }
-    try AttentionProblem.checkSizes(batch: batch, queries: n, queryName: "queryLength",
-                                    keyParts: [("keyLength", keyCount)], batchedKeys: "keyLength")
+    // Each product fits Int: the queries and keys tensors hold at least that many elements.
+    try AttentionProblem.checkSizes(
+        [("batch · queryLength", "\(batch * n)", batch * n), ("batch · keyLength", "\(batch * keyCount)", batch * keyCount)],
+        scoreMatrix: "score matrix [queryLength, keyLength]", queries: n, keys: keyCount)
     let validatedMask = try mask.map {
         ValidatedMask(tensor: $0, layout: try MaskLayout.validate(
             $0, batch: batch, heads: nHeads, queryCount: n, widths: [keyCount],
@@ -105,7 +96,7 @@ func scaledDotProductAttention(
     // No key at all: every query sees nothing, so the result is zeros.
     guard batch * n > 0, keyCount > 0 else { return try Tensor(shape: queries.shape, scalars: context) }
     let kvWidth = numKVHeads * headDim
-    let options = KernelOptions(kernel: kernel, workers: workers, keySplit: keySplit, blockSizes: blockSizes)
+    let options = KernelOptions(kernel: kernel, workers: workers, keySplit: keySplit)
     withUnsafePointers(to: [tokenMajorQueries, keys.scalars, values.scalars]) { inputs in
         let (q, k, v) = (inputs[0], inputs[1], inputs[2])
         context.withUnsafeMutableBufferPointer { context in

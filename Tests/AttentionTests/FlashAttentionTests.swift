@@ -89,8 +89,7 @@ final class FlashAttentionTests: XCTestCase {
             for workers in [2, 4] {
                 spec.workers = workers
                 let parallel = inputs.run(spec, kernel: .flash)
-                XCTAssertTrue(serial.elementsEqual(parallel) { $0.bitPattern == $1.bitPattern },
-                              "workers \(workers) differ from 1 worker: \(spec)")
+                assertBitwiseEqual(parallel, serial, "\(workers) workers vs 1 worker: \(spec)")
             }
         }
     }
