@@ -17,7 +17,7 @@ struct KeyValueSegment: @unchecked Sendable {
     var rowCount: Int
     /// RoPE position of row 0; row `r` sits at `firstPosition + r`.
     var firstPosition: Int
-    /// Sinks are visible to every query: the causal rule never hides them.
+    /// Sinks are visible to every query: neither the causal rule nor the window hides them.
     var isSink: Bool
     /// Mask column of row 0, or `nil` when the additive mask does not cover this segment
     /// (its additive term is then 0).
@@ -164,40 +164,30 @@ extension AttentionProblem {
         }
     }
 
-    /// Throws ``AttentionError/sizeLimitExceeded(_:)`` unless a call of these sizes fits BLAS's
-    /// 32-bit `blasint` and `Int`, before anything is allocated:
-    ///
-    /// - `batch · queries` query rows (and, with `batchedKeys`, `batch · keys` rows of one key
-    ///   tensor) at most ``AttentionLimits/maxDimension``;
-    /// - one batch row's keys, the sum of `keyParts`, at most ``AttentionLimits/maxDimension``
-    ///   (summed without overflow, so `seq` near `Int.max` still gets this message);
-    /// - the `[queries, keys]` score matrix of one (batch row, head) countable in `Int`.
-    ///
-    /// - Parameters:
-    ///   - queryName: how the caller calls its query count (`"seq"`, `"queryLength"`).
-    ///   - keyParts: the named parts of one batch row's keys in order, e.g. sinks, cached
-    ///     tokens, this call's tokens.
-    ///   - batchedKeys: the name of the key count when keys arrive as one `[batch · keys]`
-    ///     tensor, `nil` when they do not.
-    static func checkSizes(
-        batch: Int, queries: Int, queryName: String, keyParts: [(name: String, count: Int)],
-        batchedKeys: String? = nil
-    ) throws {
+    /// One count a kernel call hands BLAS as a 32-bit `blasint`, named as the caller's error
+    /// message shows it, e.g. `("batch · seq", "2 · 3", 6)`.
+    typealias BLASCount = (name: String, shown: String, value: Int)
+
+    /// Throws ``AttentionError/sizeLimitExceeded(_:)`` for the first of `counts` above
+    /// ``AttentionLimits/maxDimension`` ("`name` (`shown`) must be <= …, BLAS's 32-bit size
+    /// limit"), or when the `[queries, keys]` score matrix of one (batch row, head), called
+    /// `scoreMatrix` in the message, cannot be counted in `Int`. Called before anything is
+    /// allocated, by every entry point that builds a problem.
+    static func checkSizes(_ counts: [BLASCount], scoreMatrix: String, queries: Int, keys: Int) throws {
         let limit = AttentionLimits.maxDimension
-        func fail(_ what: String, _ value: String) -> AttentionError {
-            .sizeLimitExceeded("\(what) (\(value)) must be <= \(limit), BLAS's 32-bit size limit")
+        if let count = counts.first(where: { $0.value > limit }) {
+            throw AttentionError.sizeLimitExceeded(
+                "\(count.name) (\(count.shown)) must be <= \(limit), BLAS's 32-bit size limit")
         }
-        // Every count is an extent of a tensor that exists, so each product below fits Int.
-        guard batch * queries <= limit else { throw fail("batch · \(queryName)", "\(batch) · \(queries)") }
-        let keys = keyParts.reduce(0) { total, part in total > limit ? total : total + min(part.count, limit + 1) }
-        guard keys <= limit else {
-            throw fail(keyParts.map(\.name).joined(separator: " + "),
-                       keyParts.map { String($0.count) }.joined(separator: " + "))
-        }
-        if let batchedKeys, batch * keys > limit {
-            throw fail("batch · \(batchedKeys)", "\(batch) · \(keys)")
-        }
-        _ = try checkedElementCount([queries, keys], of: "score matrix [\(queryName), keys]")
+        _ = try checkedElementCount([queries, keys], of: scoreMatrix)
+    }
+
+    /// The sum of `parts`, saturating just past ``AttentionLimits/maxDimension``, so that
+    /// counts near `Int.max` reach ``checkSizes(_:scoreMatrix:queries:keys:)``'s message instead
+    /// of overflowing.
+    static func limitedSum(_ parts: [Int]) -> Int {
+        let cap = AttentionLimits.maxDimension + 1
+        return parts.reduce(0) { min(cap, $0 + min($1, cap)) }
     }
 }
 
