@@ -143,12 +143,6 @@ struct AttentionCase: CustomStringConvertible {
         }
         let dm = config.dModel, prefixLength = keyLength - queryCount
         let tokens = randomTensor([batch, keyLength, dm], seed: seed ^ 0xA5, amplitude: 2)
-        func rows(_ range: Range<Int>) throws -> Tensor {
-            let scalars = (0..<batch).flatMap { b in
-                tokens.scalars[((b * keyLength + range.lowerBound) * dm)..<((b * keyLength + range.upperBound) * dm)]
-            }
-            return try Tensor(shape: [batch, range.count, dm], scalars: scalars)
-        }
         var cache: KVCache?
         if usesCache {
             var prefilled = try window.map { try KVCache(config: config, batch: batch, window: $0) }
@@ -156,7 +150,7 @@ struct AttentionCase: CustomStringConvertible {
             // In chunks: the reference kernel scores every (query, key) pair of a call, causal or
             // not, so in a debug build 999 tokens in one call cost twice what chunks of 100 do.
             for start in stride(from: 0, to: prefixLength, by: Self.prefillChunk) {
-                let chunk = try rows(start..<min(start + Self.prefillChunk, prefixLength))
+                let chunk = tokenRows(tokens, start..<min(start + Self.prefillChunk, prefixLength))
                 _ = try layer.forward(chunk, cache: &prefilled, kernel: .reference)
             }
             cache = prefilled
@@ -171,7 +165,7 @@ struct AttentionCase: CustomStringConvertible {
                 }
             })
         }
-        return Setup(layer: layer, tokens: tokens, queries: try rows(prefixLength..<keyLength), mask: mask,
+        return Setup(layer: layer, tokens: tokens, queries: tokenRows(tokens, prefixLength..<keyLength), mask: mask,
                      prefilledCache: cache)
     }
 

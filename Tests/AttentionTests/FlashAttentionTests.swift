@@ -147,18 +147,19 @@ extension AttentionCase {
         func run(_ spec: AttentionCase, kernel: AttentionKernel) -> [Float] {
             let kv = spec.kvHeads * spec.headDim, s = spec.sinks, width = maskWidth
             var context = [Float](repeating: .nan, count: spec.batch * spec.queryCount * spec.heads * spec.headDim)
-            withUnsafePointers(to: [queries, keys, values, sinkKeys, sinkValues, mask]) { inputs in
-                let (q, k, v, sk, sv, m) = (inputs[0], inputs[1], inputs[2], inputs[3], inputs[4], inputs[5])
-                let coversSinks = width == s + spec.keyLength && s > 0
-                let sinkSegments = s == 0 ? [] : [KeyValueSegment(
-                    keys: sk, values: sv, rowStride: kv, rowCount: s, firstPosition: 0, isSink: true,
-                    firstMaskColumn: coversSinks ? 0 : nil)]
-                let segments = (0..<spec.batch).map { b in
-                    sinkSegments + [KeyValueSegment(
-                        keys: k + b * spec.keyLength * kv, values: v + b * spec.keyLength * kv, rowStride: kv,
-                        rowCount: spec.keyLength, firstPosition: s, isSink: false,
-                        firstMaskColumn: coversSinks ? s : 0)]
-                }
+            // The sources of keys hand over their segments, as the layer's do.
+            let sinks = ProjectedKeyValues(keys: AlignedBuffer(sinkKeys), values: AlignedBuffer(sinkValues), width: kv)
+            let tokens = ProjectedKeyValues(keys: AlignedBuffer(keys), values: AlignedBuffer(values), width: kv)
+            let coversSinks = width == s + spec.keyLength && s > 0
+            let sinkSegments = s == 0 ? [] : [sinks.segment(rows: 0, count: s, firstPosition: 0, isSink: true,
+                                                            firstMaskColumn: coversSinks ? 0 : nil)]
+            let segments = (0..<spec.batch).map { b in
+                sinkSegments + [tokens.segment(rows: b * spec.keyLength, count: spec.keyLength, firstPosition: s,
+                                               isSink: false, firstMaskColumn: coversSinks ? s : 0)]
+            }
+            withExtendedLifetime((sinks, tokens)) {
+            withUnsafePointers(to: [queries, mask]) { inputs in
+                let (q, m) = (inputs[0], inputs[1])
                 context.withUnsafeMutableBufferPointer { context in
                     AttentionProblem(
                         batch: spec.batch, queryCount: spec.queryCount, nHeads: spec.heads, numKVHeads: spec.kvHeads,
@@ -171,6 +172,7 @@ extension AttentionCase {
                         context: context.baseAddress!
                     ).run(KernelOptions(kernel: kernel, workers: spec.workers, blockSizes: spec.blocks))
                 }
+            }
             }
             return context
         }

@@ -17,23 +17,13 @@ final class KVCacheTests: XCTestCase {
         return model
     }
 
-    /// Rows `range` of `[batch, seq, d]` `x`.
-    func tokens(_ x: Tensor, _ range: Range<Int>) -> Tensor {
-        let (batch, seq, d) = (x.shape[0], x.shape[1], x.shape[2])
-        var scalars: [Float] = []
-        for b in 0..<batch {
-            scalars += x.scalars[((b * seq + range.lowerBound) * d)..<((b * seq + range.upperBound) * d)]
-        }
-        return try! Tensor(shape: [batch, range.count, d], scalars: scalars)
-    }
-
     /// Runs `x` through `cache` in chunks of the given sizes and concatenates the outputs.
     func decode(_ model: MultiHeadAttention, _ x: Tensor, chunks: [Int], cache: inout KVCache,
                 kernel: AttentionKernel, training: Bool = false) throws -> Tensor {
         var outputs: [Tensor] = []
         var start = 0
         for size in chunks {
-            outputs.append(try model.forward(tokens(x, start..<(start + size)), cache: &cache, training: training,
+            outputs.append(try model.forward(tokenRows(x, start..<(start + size)), cache: &cache, training: training,
                                              dropoutSeed: 77, kernel: kernel))
             start += size
         }
@@ -126,10 +116,10 @@ final class KVCacheTests: XCTestCase {
                 let alone = try model.forward(sequence, mask: nil, training: false, dropoutSeed: nil, kernel: kernel)
                 let prefillRow = Array(prefill.scalars[(b * 9 * 48)..<((b + 1) * 9 * 48)])
                 assertClose(try Tensor(shape: [1, lengths[b], 48], scalars: Array(prefillRow.prefix(lengths[b] * 48))),
-                            tokens(alone, 0..<lengths[b]), "prefill row \(b), \(kernel)")
+                            tokenRows(alone, 0..<lengths[b]), "prefill row \(b), \(kernel)")
                 XCTAssertTrue(prefillRow.dropFirst(lengths[b] * 48).allSatisfy { $0 == 0 }, "padding rows are zeros")
                 assertClose(try Tensor(shape: [1, 1, 48], scalars: Array(step.scalars[(b * 48)..<((b + 1) * 48)])),
-                            tokens(alone, lengths[b]..<(lengths[b] + 1)), "decode row \(b), \(kernel)")
+                            tokenRows(alone, lengths[b]..<(lengths[b] + 1)), "decode row \(b), \(kernel)")
             }
         }
     }
@@ -138,8 +128,8 @@ final class KVCacheTests: XCTestCase {
         var model = try layer()
         let x = randomTensor([1, 300, 48], seed: 9, amplitude: 2)
         var prefilled = try KVCache(config: model.config, batch: 1, capacity: 320)
-        _ = try model.forward(tokens(x, 0..<290), cache: &prefilled)
-        let steps = tokens(x, 290..<300)
+        _ = try model.forward(tokenRows(x, 0..<290), cache: &prefilled)
+        let steps = tokenRows(x, 290..<300)
         var outputs: [KeySplit: Tensor] = [:]
         for split in [KeySplit.never, .chunks(2), .chunks(7), .chunks(1000)] {
             model.keySplit = split
@@ -207,18 +197,18 @@ final class KVCacheTests: XCTestCase {
         }
         XCTAssertEqual(cache.byteCount, 2 * 2 * 16 * model.config.numKVHeads * model.config.headDim * 4)
 
-        _ = try model.forward(tokens(x, 0..<8), cache: &cache)
+        _ = try model.forward(tokenRows(x, 0..<8), cache: &cache)
         // The copy shares storage until one of them decodes (copy on write); both must then
         // decode exactly as the original would, from aligned storage of their own.
         var copy = cache
-        let fromCopy = try model.forward(tokens(x, 8..<9), cache: &copy)
-        let fromOriginal = try model.forward(tokens(x, 8..<9), cache: &cache)
+        let fromCopy = try model.forward(tokenRows(x, 8..<9), cache: &copy)
+        let fromOriginal = try model.forward(tokenRows(x, 8..<9), cache: &cache)
         XCTAssertEqual(fromCopy, fromOriginal)
         for buffer in [copy.keys, copy.values] {
             XCTAssertEqual(Int(bitPattern: buffer.pointer) % 64, 0)
         }
         XCTAssertNotEqual(copy.keys.pointer, cache.keys.pointer, "a decoded copy owns its storage")
-        assertClose(fromOriginal, tokens(try model.forward(x), 8..<9), "decode after a copy")
+        assertClose(fromOriginal, tokenRows(try model.forward(x), 8..<9), "decode after a copy")
         XCTAssertEqual(copy.lengths, [9, 9])
     }
 

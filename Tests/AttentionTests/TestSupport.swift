@@ -9,6 +9,15 @@ func randomTensor(_ shape: [Int], seed: UInt64, amplitude: Float = 1) -> Tensor 
     return try! Tensor(shape: shape, scalars: scalars)
 }
 
+/// Token rows `range` of every batch row of a `[batch, seq, d]` tensor: `[batch, range.count, d]`.
+func tokenRows(_ x: Tensor, _ range: Range<Int>) -> Tensor {
+    let (batch, seq, d) = (x.shape[0], x.shape[1], x.shape[2])
+    let scalars = (0..<batch).flatMap { b in
+        x.scalars[((b * seq + range.lowerBound) * d)..<((b * seq + range.upperBound) * d)]
+    }
+    return try! Tensor(shape: [batch, range.count, d], scalars: scalars)
+}
+
 /// The suite's one tolerance for two computations of the same attention (a kernel against the
 /// float64 oracle, the flash kernel against the reference kernel, a cached decode against a
 /// full forward, this library against PyTorch):
