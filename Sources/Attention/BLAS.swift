@@ -1,5 +1,4 @@
 import CBLAS
-import Synchronization
 
 /// The Swift face of OpenBLAS: single-precision GEMM and GEMV, and thread control.
 ///
@@ -62,7 +61,7 @@ public enum BLAS {
         var savedThreadCount = 1
     }
 
-    private static let singleThreadScopes = Mutex(SingleThreadScopes())
+    private static let singleThreadScopes = LockedValue(SingleThreadScopes())
 
     /// `C = alpha · op(A) · op(B) + beta · C`, row-major, with `op(X) = X` or `Xᵀ`.
     ///

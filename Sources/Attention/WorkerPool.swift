@@ -63,7 +63,7 @@ final class WorkerPool: @unchecked Sendable {
     private let helpers: [Helper]
     /// Bumped once per published job; helpers poll it.
     private let generation = Atomic<Int>(0)
-    private let current = Mutex<Job?>(nil)
+    private let current = LockedValue<Job?>(nil)
     private let busy = Atomic<Bool>(false)
 
     private init(helpers count: Int) {
