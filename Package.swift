@@ -1,5 +1,38 @@
-// swift-tools-version:6.0
+// swift-tools-version: 6.2
 import PackageDescription
+
+// The hot Swift loops (Sources/AttentionKernels) are compiled once per x86-64 level, each copy
+// its own module with its own flags; `Attention` picks one per process from the CPU
+// (`CPULevel`). SwiftPM accepts these `unsafeFlags` in a dependency pinned by version from
+// tools version 6.2 on (DESIGN.md §4), so apps pass no flags. `-O` holds in debug builds too:
+// an optimised module inlines its helpers instead of emitting out-of-line generic copies that
+// another module might also emit (the linker keeps one copy, whatever its level).
+struct KernelLevel {
+    var target: String
+    var flags: [String]
+    var defines: [String]
+}
+
+#if arch(x86_64)
+let kernelLevels = [
+    KernelLevel(target: "AttentionKernelsBaseline", flags: ["-O"], defines: []),
+    KernelLevel(target: "AttentionKernelsAVX2", flags: ["-O", "-Xcc", "-march=x86-64-v3"],
+                defines: ["ATTENTION_LEVEL_AVX2", "ATTENTION_FMA"]),
+    KernelLevel(target: "AttentionKernelsAVX512", flags: ["-O", "-Xcc", "-march=x86-64-v4"],
+                defines: ["ATTENTION_LEVEL_AVX512", "ATTENTION_FMA"]),
+]
+#else
+// Other architectures build the baseline only, for their own default target CPU.
+let kernelLevels = [KernelLevel(target: "AttentionKernelsBaseline", flags: ["-O"], defines: [])]
+#endif
+
+let kernelTargets: [Target] = kernelLevels.map { level in
+    .target(
+        name: level.target,
+        dependencies: ["AttentionKernelInterface"],
+        swiftSettings: [.unsafeFlags(level.flags)] + level.defines.map { .define($0) }
+    )
+}
 
 let package = Package(
     name: "Attention",
@@ -26,9 +59,14 @@ let package = Package(
             pkgConfig: "lapacke",
             providers: [.apt(["liblapacke-dev"]), .brew(["lapack"])]
         ),
+        // The kernels' protocol and argument types; declarations only, no level flags.
+        .target(name: "AttentionKernelInterface"),
+        // cpuid and xgetbv, compiled without -m flags, for choosing the level at run time.
+        .target(name: "CPUFeatures"),
         .target(
             name: "Attention",
-            dependencies: ["CBLAS", "CLAPACKE"]
+            dependencies: ["CBLAS", "CLAPACKE", "CPUFeatures", "AttentionKernelInterface"]
+                + kernelLevels.map { .target(name: $0.target) }
         ),
         // The benchmark's command, workloads and report formats, as a library so that
         // `AttentionBenchTests` can parse arguments and run a tiny workload in-process.
@@ -53,5 +91,5 @@ let package = Package(
             name: "AttentionBenchTests",
             dependencies: ["AttentionBenchCore"]
         ),
-    ]
+    ] + kernelTargets
 )

@@ -1,3 +1,5 @@
+import AttentionKernelInterface
+
 /// Dropout on attention probabilities from a counter-based generator.
 ///
 /// Whether the weight of query `i` on key `j` survives depends only on
@@ -30,19 +32,17 @@ struct DropoutMask: Sendable {
         return Self.mix(key ^ UInt64(truncatingIfNeeded: queryPosition))
     }
 
-    /// The factor for one weight of a row: `keepScale` or `0`.
+    /// The factor for one weight of a row: `keepScale` or `0` (the flash kernel's softmax step
+    /// draws the same through `DropoutRow`).
     @inline(__always)
     func factor(rowKey: UInt64, keyPosition: Int) -> Float {
-        let bits = Self.mix(rowKey ^ UInt64(truncatingIfNeeded: keyPosition)) >> 32
-        return bits >= threshold ? keepScale : 0
+        DropoutRow(rowKey: rowKey, threshold: threshold, keepScale: keepScale, firstKeyPosition: 0)
+            .factor(keyPosition: keyPosition)
     }
 
     /// SplitMix64's finaliser: a bijection on 64 bits with full avalanche.
     @inline(__always)
     static func mix(_ value: UInt64) -> UInt64 {
-        var z = value &+ 0x9E37_79B9_7F4A_7C15
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
+        SplitMix64.mix(value)
     }
 }

@@ -1,3 +1,4 @@
+import AttentionKernelInterface
 import Dispatch
 import Foundation
 import Synchronization
@@ -81,7 +82,7 @@ enum FlashAttention {
         let blocks = options.blockSizes ?? .automatic(queryCount: n)
         let queryBlock = min(blocks.queryBlock, n)
         // Round the key block up to whole SIMD vectors; padded columns hold −∞.
-        let keyBlock = roundUp(min(blocks.keyBlock, max(maxKeys, 1)), to: VectorMath.width)
+        let keyBlock = roundUp(min(blocks.keyBlock, max(maxKeys, 1)), to: SoftmaxStep.vectorWidth)
         let queryBlocks = (n + queryBlock - 1) / queryBlock
         let requestedWorkers = max(1, options.workers ?? defaultWorkerCount)
         let group = problem.groupSize
@@ -215,7 +216,7 @@ enum FlashAttention {
                     (context + i * stride).update(repeating: 0, count: d)  // saw nothing
                 } else {
                     // A NaN sum (an overflow upstream) stays NaN.
-                    VectorMath.scale(accumulator + i * d, count: d, by: 1 / sum, into: context + i * stride)
+                    Kernels.active.scale(accumulator + i * d, count: d, by: 1 / sum, into: context + i * stride)
                 }
             }
         }
@@ -261,11 +262,11 @@ enum FlashAttention {
                         merged.update(repeating: 0, count: d)
                         var sum: Float = 0
                         for part in parts where part[0] != -.infinity {
-                            let weight = VectorMath.exp2(VectorMath.Vector(repeating: part[0] - maximum))[0]
+                            let weight = Kernels.active.exp2(part[0] - maximum)
                             sum += part[1] * weight
                             for e in 0..<d { merged[e] += part[2 + e] * weight }
                         }
-                        VectorMath.scale(merged, count: d, by: 1 / sum, into: out)
+                        Kernels.active.scale(merged, count: d, by: 1 / sum, into: out)
                     }
                 }
             }
@@ -310,7 +311,7 @@ enum FlashAttention {
             let ldq = problem.queryRowStride
             let groupQueries = problem.queries + (batch * problem.queryCount + queries.lowerBound) * ldq
                 + kvHead * group * d
-            VectorMath.scale(groupQueries, count: group * d, by: problem.scale * log2e, into: scratch.scaledQueries)
+            Kernels.active.scale(groupQueries, count: group * d, by: problem.scale * log2e, into: scratch.scaledQueries)
         }
 
         var segmentOffset = 0  // index of the segment's first key in the row's key order
@@ -416,9 +417,9 @@ enum FlashAttention {
     ) {
         let d = problem.headDim, ldk = scratch.keyBlock, group = problem.groupSize
         let rowStride = block.segment.rowStride
-        DotProducts.scores(queries: scratch.scaledQueries, members: group, headDim: d,
-                           keys: block.keys, keyStride: rowStride, count: block.count,
-                           into: scratch.scores, scoreStride: ldk)
+        Kernels.active.dotProducts(queries: scratch.scaledQueries, members: group, headDim: d,
+                                   keys: block.keys, keyStride: rowStride, count: block.count,
+                                   into: scratch.scores, scoreStride: ldk)
         for member in 0..<group {
             let row = scratch.scores + member * ldk
             softmaxStep(problem, block: block, batch: batch, head: kvHead * group + member, query: query,
@@ -438,54 +439,28 @@ enum FlashAttention {
         row: UnsafeMutablePointer<Float>, rowMax: UnsafeMutablePointer<Float>,
         rowSum: UnsafeMutablePointer<Float>, accumulator: UnsafeMutablePointer<Float>
     ) {
-        let d = problem.headDim, count = block.count
-        let padded = roundUp(count, to: VectorMath.width)
+        let count = block.count
         let queryPosition = problem.queryFirstPositions[batch] + query
+        var maskRow: UnsafePointer<Float>?
         if let mask = problem.mask, let firstColumn = block.segment.firstMaskColumn {
-            let maskRow = mask.row(batch: batch, head: head, query: query) + firstColumn + block.start
-            for j in 0..<count { row[j] += maskRow[j] * log2e }
+            maskRow = mask.row(batch: batch, head: head, query: query) + firstColumn + block.start
         }
-        // Columns [visibleStart, visibleEnd) pass the causal and window rules; the rest, and
-        // the SIMD padding, become −∞.
+        // Columns [visibleStart, visibleEnd) pass the causal and window rules.
         var visibleStart = 0, visibleEnd = count
         if block.ruled {
             let visible = problem.visibleTokenPositions(forQueryAt: queryPosition)
             visibleStart = max(0, min(count, visible.lowerBound - block.position))
             visibleEnd = max(visibleStart, min(count, visible.upperBound - block.position + 1))
         }
-        row.update(repeating: -.infinity, count: visibleStart)
-        (row + visibleEnd).update(repeating: -.infinity, count: padded - visibleEnd)
-
-        var blockMax = VectorMath.maximum(row, count: padded)
-        if blockMax == -.infinity && (visibleStart..<visibleEnd).contains(where: { row[$0].isNaN }) {
-            // Only NaN scores (an overflow, or a NaN input): the row must end NaN, not as
-            // "saw nothing" zeros. NaNs beside finite scores propagate through the sum.
-            blockMax = .nan
+        let dropout = problem.dropout.map { dropout in
+            DropoutRow(rowKey: dropout.rowKey(batch: batch, head: head, queryPosition: queryPosition),
+                       threshold: dropout.threshold, keepScale: dropout.keepScale,
+                       firstKeyPosition: block.position)
         }
-        let previousMax = rowMax.pointee
-        let newMax = blockMax.isNaN ? blockMax : max(previousMax, blockMax)
-        if newMax == -.infinity {
-            // Nothing visible yet: P row is zero, O and l stay zero.
-            row.update(repeating: 0, count: count)
-            return
-        }
-        let blockSum = VectorMath.exponentiateAndSum(row, count: padded, shift: newMax)
-        if previousMax == -.infinity {
-            rowSum.pointee = blockSum
-        } else if previousMax != newMax {
-            let correction = VectorMath.exp2(VectorMath.Vector(repeating: previousMax - newMax))[0]
-            rowSum.pointee = rowSum.pointee * correction + blockSum
-            VectorMath.scale(accumulator, count: d, by: correction, into: accumulator)
-        } else {
-            rowSum.pointee += blockSum
-        }
-        rowMax.pointee = newMax
-        if let dropout = problem.dropout {
-            let rowKey = dropout.rowKey(batch: batch, head: head, queryPosition: queryPosition)
-            for j in 0..<count {
-                row[j] *= dropout.factor(rowKey: rowKey, keyPosition: block.position + j)
-            }
-        }
+        Kernels.active.softmaxStep(SoftmaxStep(
+            row: row, count: count, paddedCount: roundUp(count, to: SoftmaxStep.vectorWidth),
+            visible: visibleStart..<visibleEnd, mask: maskRow, rowMax: rowMax, rowSum: rowSum,
+            accumulator: accumulator, headDim: problem.headDim, dropout: dropout))
     }
 
     /// Key-block width while crossing the causal diagonal.

@@ -55,8 +55,8 @@ struct RotaryEmbedding: Sendable {
         to heads: UnsafeMutablePointer<Float>, rows: Int, rowStride: Int, headCount: Int,
         sequenceLength: Int, firstPosition: Int
     ) {
-        guard rows > 0, sequenceLength > 0 else { return }
         let half = headDim / 2
+        guard rows > 0, sequenceLength > 0, half > 0 else { return }
         let tableRows = min(rows, sequenceLength)
         // One cos/sin table per position, shared by every head and batch row.
         var cosines = [Float](repeating: 0, count: tableRows * half)
@@ -69,26 +69,11 @@ struct RotaryEmbedding: Sendable {
                 sines[t * half + i] = Float(sin(angle))
             }
         }
-        // Element offsets of the two members of pair i.
-        let (firstStride, secondOffset) = pairing == .halfSplit ? (1, half) : (2, 1)
         cosines.withUnsafeBufferPointer { cosines in
             sines.withUnsafeBufferPointer { sines in
-                for r in 0..<rows {
-                    let t = r % sequenceLength
-                    let cosRow = cosines.baseAddress! + t * half
-                    let sinRow = sines.baseAddress! + t * half
-                    for head in 0..<headCount {
-                        let x = heads + r * rowStride + head * headDim
-                        for i in 0..<half {
-                            let ia = i * firstStride
-                            let ib = ia + secondOffset
-                            let a = x[ia], b = x[ib]
-                            let c = cosRow[i], s = sinRow[i]
-                            x[ia] = a * c - b * s
-                            x[ib] = a * s + b * c
-                        }
-                    }
-                }
+                Kernels.active.rotate(heads, rows: rows, rowStride: rowStride, headCount: headCount,
+                                      headDim: headDim, cosines: cosines.baseAddress!, sines: sines.baseAddress!,
+                                      tableRows: tableRows, halfSplit: pairing == .halfSplit)
             }
         }
     }

@@ -1,8 +1,9 @@
-/// SIMD row primitives for the flash kernel's online softmax.
+/// SIMD row primitives for the flash kernel's online softmax, on vectors of 16 floats (four SSE,
+/// two AVX2 or one AVX-512 register).
 ///
-/// Written for baseline x86-64 (SSE2) and arm64 code generation, which is what an app that
-/// depends on this package gets: no `floor`/`round` (SSE4.1), no `pointwiseMax` (measured 15×
-/// slower than `replace(with:where:)` there), no scalar `expf` in a loop.
+/// Written so that the baseline compilation (x86-64 SSE2, or arm64) vectorises too: no
+/// `floor`/`round` (SSE4.1), no `pointwiseMax` (measured 15× slower than
+/// `replace(with:where:)` there), no scalar `expf` in a loop.
 enum VectorMath {
     typealias Vector = SIMD16<Float>
     static let width = Vector.scalarCount
@@ -20,17 +21,27 @@ enum VectorMath {
         let magic: Float = 12_582_912  // 1.5 · 2²³
         let shifted = x + magic
         let f = x - (shifted - magic)
-        var p = 1.327_647_13e-3 * f + 9.675_541_89e-3
-        p = p * f + 5.550_713_09e-2
-        p = p * f + 2.402_212_02e-1
-        p = p * f + 6.931_469_44e-1
-        p = p * f + 1.000_000_12
+        var p = multiplyAdd(Vector(repeating: 1.327_647_13e-3), f, Vector(repeating: 9.675_541_89e-3))
+        p = multiplyAdd(p, f, Vector(repeating: 5.550_713_09e-2))
+        p = multiplyAdd(p, f, Vector(repeating: 2.402_212_02e-1))
+        p = multiplyAdd(p, f, Vector(repeating: 6.931_469_44e-1))
+        p = multiplyAdd(p, f, Vector(repeating: 1.000_000_12))
         // The low mantissa bits of `shifted` hold n + 0x40_0000; rebias to 127 and shift in place.
         let bits = unsafeBitCast(shifted, to: SIMD16<UInt32>.self)
         let powerOfTwo = unsafeBitCast((bits &- (0x4B40_0000 - 127)) &<< 23, to: Vector.self)
         var result = p * powerOfTwo
         result.replace(with: 0, where: x .< -126)
         return result
+    }
+
+    @inline(__always)
+    static func load(_ pointer: UnsafePointer<Float>) -> Vector {
+        UnsafeRawPointer(pointer).loadUnaligned(as: Vector.self)
+    }
+
+    @inline(__always)
+    static func store(_ value: Vector, to pointer: UnsafeMutablePointer<Float>) {
+        UnsafeMutableRawPointer(pointer).storeBytes(of: value, as: Vector.self)
     }
 
     /// Largest non-NaN value of `row[0..<count]`; `count` a multiple of ``width``. `−∞` for a
@@ -40,7 +51,7 @@ enum VectorMath {
         var best = Vector(repeating: -.infinity)
         var j = 0
         while j < count {
-            let v = Vector(UnsafeBufferPointer(start: row + j, count: width))
+            let v = load(row + j)
             // Compiles to `maxps`; a NaN lane never wins (the caller checks that case).
             best.replace(with: v, where: v .> best)
             j += width
@@ -72,12 +83,27 @@ enum VectorMath {
         var sum = Vector(repeating: 0)
         var j = 0
         while j < count {
-            let e = exp2(Vector(UnsafeBufferPointer(start: row + j, count: width)) - shift)
-            UnsafeMutableRawPointer(row + j).storeBytes(of: e, as: Vector.self)
+            let e = exp2(load(row + j) - shift)
+            store(e, to: row + j)
             sum += e
             j += width
         }
         return horizontalSum(sum)
+    }
+
+    /// `row[j] += log₂e · mask[j]` for `j < count`.
+    @inline(__always)
+    static func addScaledMask(_ mask: UnsafePointer<Float>, count: Int, to row: UnsafeMutablePointer<Float>) {
+        let log2e: Float = 1.442_695_04
+        var j = 0
+        while j + width <= count {
+            store(multiplyAdd(load(mask + j), Vector(repeating: log2e), load(row + j)), to: row + j)
+            j += width
+        }
+        while j < count {
+            row[j] = multiplyAdd(mask[j], log2e, row[j])
+            j += 1
+        }
     }
 
     /// `target[0..<count] = source[0..<count] · factor`; `source` may equal `target`.
@@ -87,8 +113,7 @@ enum VectorMath {
     ) {
         var j = 0
         while j + width <= count {
-            let v = Vector(UnsafeBufferPointer(start: source + j, count: width)) * factor
-            UnsafeMutableRawPointer(target + j).storeBytes(of: v, as: Vector.self)
+            store(load(source + j) * factor, to: target + j)
             j += width
         }
         while j < count {
