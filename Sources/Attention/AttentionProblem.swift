@@ -145,7 +145,7 @@ struct AttentionProblem: @unchecked Sendable {
 /// How one kernel call runs: everything a caller may choose besides the problem itself.
 struct KernelOptions: Sendable, Equatable {
     var kernel: AttentionKernel = .flash
-    /// Flash workers; `nil` means one per active processor (``FlashAttention/defaultWorkerCount``).
+    /// Workers of either kernel; `nil` means one per active processor (``FlashAttention/defaultWorkerCount``).
     var workers: Int? = nil
     /// How the flash kernel splits one (batch row, head)'s keys across workers.
     var keySplit: KeySplit = .automatic
@@ -157,10 +157,16 @@ extension AttentionProblem {
     /// Runs the kernel `options` names on this problem: the one entry point of both kernels,
     /// for ``MultiHeadAttention``, ``scaledDotProductAttention(queries:keys:values:nHeads:numKVHeads:scale:isCausal:mask:kernel:workers:keySplit:)``
     /// and the tests. Overwrites `context`.
+    ///
+    /// Both kernels parallelise over their own work items on `options.workers` workers; every
+    /// BLAS product inside runs on one OpenBLAS thread, so the two never oversubscribe the cores.
     func run(_ options: KernelOptions) {
-        switch options.kernel {
-        case .flash: FlashAttention.run(self, options: options)
-        case .reference: ReferenceAttention.run(self)
+        let workers = max(1, options.workers ?? FlashAttention.defaultWorkerCount)
+        BLAS.withSingleThreadedCalls {
+            switch options.kernel {
+            case .flash: FlashAttention.run(self, options: options)
+            case .reference: ReferenceAttention.run(self, workers: workers)
+            }
         }
     }
 

@@ -3,14 +3,19 @@ import CBLAS
 /// The Swift face of OpenBLAS: single-precision GEMM and GEMV, and thread control.
 ///
 /// This is the only file in the package that imports `CBLAS`. The library's BLAS products go
-/// through `gemm` (projections of more than 4 rows, the kernels' block products) and `gemv`
+/// through `gemm` (128-row blocks of the projections of more than 4 rows, the kernels' block products) and `gemv`
 /// (projections of up to 4 rows, a decoding query's `O += P·V`); a decoding query's scores
 /// come from the Swift `DotProducts` kernel instead.
 public enum BLAS {
-    /// Number of threads OpenBLAS uses for one call (its `openblas_get_num_threads`).
+    /// Number of threads OpenBLAS uses for one call (its `openblas_get_num_threads`): the size
+    /// of its pool for ``sgemm(transposeA:transposeB:m:n:k:alpha:a:lda:b:ldb:beta:c:ldc:)`` and
+    /// the app's own BLAS calls.
     ///
     /// Setting it changes the process-wide OpenBLAS pool, exactly as `OPENBLAS_NUM_THREADS`
-    /// does at start-up; values below 1 are raised to 1.
+    /// does at start-up; values below 1 are raised to 1. The layer and the kernels do not use
+    /// this pool: they run every product on one OpenBLAS thread inside their own workers
+    /// (``MultiHeadAttention/kernelWorkerCount``), so this count changes neither their speed
+    /// nor their results.
     public static var threadCount: Int {
         get { Int(openblas_get_num_threads()) }
         set { openblas_set_num_threads(Int32(max(1, min(newValue, Int(Int32.max))))) }
@@ -33,8 +38,9 @@ public enum BLAS {
 
     /// Runs `body` with OpenBLAS limited to one thread per call, then restores the count.
     ///
-    /// The attention kernels parallelise over (batch, head, query block) themselves; their small
-    /// block products must not also start OpenBLAS threads. Nested and concurrent scopes share
+    /// The projections and kernels parallelise over their own pieces on the layer's workers;
+    /// their products must not also start OpenBLAS threads, whose pool would then spin on the
+    /// workers' cores for about 70 ms after each call. Nested and concurrent scopes share
     /// one reference count, so the count saved by the first scope is the one restored by the last,
     /// and projections of another `forward` running at the same moment run on one thread too.
     static func withSingleThreadedCalls<Result>(_ body: () throws -> Result) rethrows -> Result {

@@ -68,7 +68,8 @@ public enum KeySplit: Sendable, Hashable {
 ///
 /// Scratch per worker: `S` `[bq, bk]`, and `O` `[bq, D]`, `m`, `l` per head of a group:
 /// O(workers · bq · (bk + group · D)),
-/// independent of the sequence length. The block sgemms run with one OpenBLAS thread.
+/// independent of the sequence length. The block sgemms run with one OpenBLAS thread
+/// (``AttentionProblem/run(_:)`` holds OpenBLAS there).
 /// Every item is computed the same way whichever worker takes it, so results are bitwise
 /// identical for any worker count.
 enum FlashAttention {
@@ -106,40 +107,38 @@ enum FlashAttention {
         let partials = chunks > 1 ? PartialResults(capacity: itemCount * group * partialStride) : nil
         defer { partials?.base.deallocate() }
 
-        BLAS.withSingleThreadedCalls {
-            let next = Atomic<Int>(0)
-            let body = { @Sendable (worker: Int) in
-                var scratch = Scratch(queryBlock: queryBlock, keyBlock: keyBlock, headDim: d, heads: group)
-                defer { scratch.deallocate() }
-                while true {
-                    let item = next.wrappingAdd(1, ordering: .relaxed).oldValue
-                    guard item < itemCount else { return }
-                    // Heaviest first: under the causal rule late query blocks see the most keys.
-                    let chunk = item % chunks
-                    let block = queryBlocks - 1 - (item / chunks) % queryBlocks
-                    let kvHead = (item / (chunks * queryBlocks)) % problem.numKVHeads
-                    let batch = item / (chunks * queryBlocks * problem.numKVHeads)
-                    let first = block * queryBlock
-                    let end = min(first + queryBlock, problem.queryCounts[batch])
-                    guard first < end else { continue }  // padding rows only
-                    let keys = keyCounts[batch]
-                    let keyRange = (keys * chunk / chunks)..<(keys * (chunk + 1) / chunks)
-                    attend(problem, batch: batch, kvHead: kvHead, queries: first..<end, keys: keyRange,
-                           scratch: &scratch)
-                    for member in 0..<group {
-                        if let partials {
-                            scratch.store(member, rows: end - first,
-                                          into: partials.base + (item * group + member) * partialStride)
-                        } else {
-                            let head = kvHead * group + member
-                            scratch.normalize(member, rows: end - first,
-                                              into: problem.context + (batch * n + first) * ldq + head * d, stride: ldq)
-                        }
+        let next = Atomic<Int>(0)
+        let body = { @Sendable (worker: Int) in
+            var scratch = Scratch(queryBlock: queryBlock, keyBlock: keyBlock, headDim: d, heads: group)
+            defer { scratch.deallocate() }
+            while true {
+                let item = next.wrappingAdd(1, ordering: .relaxed).oldValue
+                guard item < itemCount else { return }
+                // Heaviest first: under the causal rule late query blocks see the most keys.
+                let chunk = item % chunks
+                let block = queryBlocks - 1 - (item / chunks) % queryBlocks
+                let kvHead = (item / (chunks * queryBlocks)) % problem.numKVHeads
+                let batch = item / (chunks * queryBlocks * problem.numKVHeads)
+                let first = block * queryBlock
+                let end = min(first + queryBlock, problem.queryCounts[batch])
+                guard first < end else { continue }  // padding rows only
+                let keys = keyCounts[batch]
+                let keyRange = (keys * chunk / chunks)..<(keys * (chunk + 1) / chunks)
+                attend(problem, batch: batch, kvHead: kvHead, queries: first..<end, keys: keyRange,
+                       scratch: &scratch)
+                for member in 0..<group {
+                    if let partials {
+                        scratch.store(member, rows: end - first,
+                                      into: partials.base + (item * group + member) * partialStride)
+                    } else {
+                        let head = kvHead * group + member
+                        scratch.normalize(member, rows: end - first,
+                                          into: problem.context + (batch * n + first) * ldq + head * d, stride: ldq)
                     }
                 }
             }
-            WorkerPool.run(count: workerCount, body)
         }
+        WorkerPool.run(count: workerCount, body)
 
         if let partials {
             merge(problem, partials: partials.base, partialStride: partialStride, chunks: chunks,

@@ -44,12 +44,14 @@ public struct MultiHeadAttention: Sendable {
     /// projected by `kProj`/`vProj` and prepended to every sequence's keys and values.
     public internal(set) var sinkStates: Tensor?
 
-    /// Workers the flash kernel runs on, in parallel over (batch, head, query block); `nil`
-    /// (the default) means one per active processor. The kernel's own block products run with
-    /// one OpenBLAS thread each. Projections of more than 4 tokens use ``BLAS/threadCount``
-    /// OpenBLAS threads; those of up to 4 tokens (decoding) are split across these workers
-    /// instead, one OpenBLAS thread each, so that OpenBLAS's threads stay asleep while decoding.
-    /// Results are bitwise identical for every worker count.
+    /// Workers a `forward` runs on: the whole layer's parallelism. `nil` (the default) means one
+    /// per active processor.
+    ///
+    /// The projections are cut into blocks of 128 rows per weight (up to 4 tokens: slices of
+    /// output features) and the kernels into (batch, head, query block) items, shared out among
+    /// these workers; every BLAS product inside is a one-thread OpenBLAS call, so a `forward`
+    /// never wakes OpenBLAS's own pool and ``BLAS/threadCount`` does not change what it
+    /// computes or how fast. Results are bitwise identical for every worker count.
     public var kernelWorkerCount: Int?
 
     /// How the flash kernel splits a (batch row, head)'s keys across workers when only a few
@@ -203,7 +205,6 @@ public struct MultiHeadAttention: Sendable {
                           seed: dropoutSeed ?? UInt64.random(in: .min ... .max))
             : nil
         let positions = tokenOffsets.map { s + $0 }
-
         // Moved out of the array, so that RoPE rotates the only reference in place (no copy).
         var projected = Projections.apply(x.scalars, rows: rows, weights: [qProj, kProj, vProj],
                                           workers: projectionWorkers)
@@ -254,6 +255,6 @@ public struct MultiHeadAttention: Sendable {
                       workers: kernelWorkerCount, keySplit: keySplit, blockSizes: flashBlockSizes)
     }
 
-    /// Workers of a decoding-size projection: the kernel's.
+    /// Workers of the projections: the kernel's.
     private var projectionWorkers: Int { kernelWorkerCount ?? FlashAttention.defaultWorkerCount }
 }

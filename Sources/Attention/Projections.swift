@@ -1,17 +1,34 @@
+import Synchronization
+
 /// Linear projections without bias: `y = x · Wᵀ` for one or more weights sharing the input.
 ///
-/// Prompt-sized inputs go to one multi-threaded OpenBLAS `sgemm` per weight. Decoding-sized
-/// inputs (a few rows) are weight-bandwidth-bound matrix–vector products: every output row of
-/// every weight is split across the kernel's ``WorkerPool`` workers, each streaming its slice of
-/// the weights through a one-thread `sgemv`. Keeping OpenBLAS single-threaded here matters
-/// beyond the projection itself: after a multi-threaded call OpenBLAS's pool threads spin for
-/// about 2²⁸ cycles (70 ms at 3.7 GHz, `OPENBLAS_THREAD_TIMEOUT`), and during a decoding loop
-/// they would spin on the very cores the attention kernel's workers need.
+/// Every product runs on the layer's own workers (``WorkerPool``), each calling OpenBLAS with
+/// one thread; OpenBLAS's pool is never used. Its threads spin for about 2²⁸ cycles (70 ms at
+/// 3.7 GHz, `OPENBLAS_THREAD_TIMEOUT`) after each multi-threaded call, on the very cores the
+/// attention kernel's workers need next: with multi-threaded projections, a 2-thread layer
+/// forward ran only 1.1–1.6× faster than a 1-thread one.
+///
+/// - Prompt-sized inputs (more than ``gemvRowLimit`` rows) are cut into blocks of
+///   ``rowBlock`` rows per weight, each one single-threaded `sgemm`.
+/// - Decoding-sized inputs are weight-bandwidth-bound matrix–vector products: the output
+///   features of every weight are cut into slices of whole granules, each streamed through a
+///   one-thread `sgemv`.
+///
+/// A piece is computed the same way whichever worker takes it, and the row blocks depend on the
+/// shapes alone; the decoding slices follow the worker count but leave every output row's
+/// `sgemv` unchanged (``OutputSlices``). Results are bitwise identical for every worker count
+/// and every ``BLAS/threadCount``.
 enum Projections {
     /// Up to this many rows, projections run as matrix–vector products.
     static let gemvRowLimit = 4
 
-    /// Output features per worker slice are a multiple of this (whole cache lines of `y`).
+    /// Rows of one prompt-sized `sgemm` piece. At 128 rows a one-thread `sgemm` of a 768-wide
+    /// weight runs as fast as one call over 1,024 rows (75–80 GF/s on Zen 2, where 32-row
+    /// pieces lose a quarter to re-packing the weight), and a 1,024-token prompt still gives
+    /// 24 pieces to share out for q, k and v.
+    static let rowBlock = 128
+
+    /// Output features per decoding slice are a multiple of this (whole cache lines of `y`).
     static let sliceGranule = 16
 
     /// Below this many weight elements in all, one thread streams them faster than a hand-off.
@@ -37,63 +54,103 @@ enum Projections {
     }
 
     /// `outputs[i] = input · weights[i]ᵀ`: `input` `[rows, inputs]`, each weight `[outputsᵢ, inputs]`,
-    /// each output `[rows, outputsᵢ]` (fully overwritten).
+    /// each output `[rows, outputsᵢ]` (fully overwritten), on up to `workers` workers.
     static func apply(
         _ input: UnsafePointer<Float>, rows: Int, weights: [Tensor], into outputs: [UnsafeMutablePointer<Float>],
         workers: Int
     ) {
         let inputs = weights.first?.shape[1] ?? 0
         guard rows > 0, inputs > 0 else { return }
-        if rows > gemvRowLimit {
-            for (weight, output) in zip(weights, outputs) {
-                weight.scalars.withUnsafeBufferPointer { w in
-                    BLAS.gemm(transposeB: true, m: rows, n: weight.shape[0], k: inputs,
-                              a: input, lda: inputs, b: w.baseAddress!, ldb: inputs,
-                              c: output, ldc: weight.shape[0])
-                }
-            }
-            return
-        }
-
-        let totalOutputs = weights.reduce(0) { $0 + $1.shape[0] }
-        let sliceCount = totalOutputs * inputs < parallelThreshold ? 1
-            : max(1, min(workers, totalOutputs / sliceGranule))
         withUnsafePointers(to: weights.map(\.scalars)) { pointers in
-            let jobs = SliceJobs(input: input, weights: zip(pointers, weights).map { ($0, $1.shape[0]) }, outputs: outputs,
-                                 rows: rows, inputs: inputs, sliceCount: sliceCount)
+            let operands = zip(pointers, weights).map { ($0, $1.shape[0]) }
+            let pieces: any ProjectionPieces = rows > gemvRowLimit
+                ? RowBlocks(input: input, weights: operands, outputs: outputs, rows: rows, inputs: inputs)
+                : OutputSlices(input: input, weights: operands, outputs: outputs, rows: rows, inputs: inputs,
+                               workers: workers)
+            let pieceCount = pieces.count
+            let workerCount = min(max(1, workers), pieceCount)
+            let next = Atomic<Int>(0)
             BLAS.withSingleThreadedCalls {
-                WorkerPool.run(count: sliceCount) { jobs.run(slice: $0) }
+                WorkerPool.run(count: workerCount) { _ in
+                    while true {
+                        let piece = next.wrappingAdd(1, ordering: .relaxed).oldValue
+                        guard piece < pieceCount else { return }
+                        pieces.run(piece: piece)
+                    }
+                }
             }
         }
     }
+}
 
-    /// The pointers of one decoding-size projection, shared read-only by the slice workers,
-    /// which write disjoint output ranges.
-    private struct SliceJobs: @unchecked Sendable {
-        let input: UnsafePointer<Float>
-        let weights: [(pointer: UnsafePointer<Float>, outputs: Int)]
-        let outputs: [UnsafeMutablePointer<Float>]
-        let rows: Int, inputs: Int, sliceCount: Int
+/// One projection call cut into independent pieces that write disjoint parts of the outputs;
+/// the pointers are shared read-only by the workers.
+private protocol ProjectionPieces: Sendable {
+    var count: Int { get }
+    func run(piece: Int)
+}
 
-        /// Each weight's outputs are cut into granules of ``sliceGranule`` from its first row,
-        /// and slice `slice` takes a contiguous run of the granules of all weights. Every output
-        /// row therefore sits at the same offset modulo 16 of its `sgemv` call whatever the
-        /// worker count, and OpenBLAS computes it the same way: results are bitwise equal.
-        func run(slice: Int) {
-            let granule = Projections.sliceGranule
-            let granuleCounts = weights.map { ($0.outputs + granule - 1) / granule }
-            let totalGranules = granuleCounts.reduce(0, +)
-            let first = totalGranules * slice / sliceCount, end = totalGranules * (slice + 1) / sliceCount
-            var granuleStart = 0
-            for ((weight, count), output) in zip(zip(weights, granuleCounts), outputs) {
-                defer { granuleStart += count }
-                let lower = (max(first, granuleStart) - granuleStart) * granule
-                let upper = min((min(end, granuleStart + count) - granuleStart) * granule, weight.outputs)
-                guard lower < upper else { continue }
-                for r in 0..<rows {
-                    BLAS.gemv(m: upper - lower, n: inputs, a: weight.pointer + lower * inputs, lda: inputs,
-                              x: input + r * inputs, y: output + r * weight.outputs + lower)
-                }
+/// Prompt-sized pieces: ``Projections/rowBlock`` rows of one weight's output per `sgemm`.
+private struct RowBlocks: ProjectionPieces, @unchecked Sendable {
+    let input: UnsafePointer<Float>
+    let weights: [(pointer: UnsafePointer<Float>, outputs: Int)]
+    let outputs: [UnsafeMutablePointer<Float>]
+    let rows: Int, inputs: Int
+
+    private var blocksPerWeight: Int { (rows + Projections.rowBlock - 1) / Projections.rowBlock }
+
+    var count: Int { weights.count * blocksPerWeight }
+
+    func run(piece: Int) {
+        let weight = weights[piece / blocksPerWeight]
+        let first = piece % blocksPerWeight * Projections.rowBlock
+        let rowCount = min(Projections.rowBlock, rows - first)
+        BLAS.gemm(transposeB: true, m: rowCount, n: weight.outputs, k: inputs,
+                  a: input + first * inputs, lda: inputs, b: weight.pointer, ldb: inputs,
+                  c: outputs[piece / blocksPerWeight] + first * weight.outputs, ldc: weight.outputs)
+    }
+}
+
+/// Decoding-sized pieces: contiguous runs of output granules across all weights, one `sgemv`
+/// per row and weight touched.
+private struct OutputSlices: ProjectionPieces, @unchecked Sendable {
+    let input: UnsafePointer<Float>
+    let weights: [(pointer: UnsafePointer<Float>, outputs: Int)]
+    let outputs: [UnsafeMutablePointer<Float>]
+    let rows: Int, inputs: Int
+    let count: Int
+
+    init(input: UnsafePointer<Float>, weights: [(pointer: UnsafePointer<Float>, outputs: Int)],
+         outputs: [UnsafeMutablePointer<Float>], rows: Int, inputs: Int, workers: Int) {
+        self.input = input
+        self.weights = weights
+        self.outputs = outputs
+        self.rows = rows
+        self.inputs = inputs
+        let totalOutputs = weights.reduce(0) { $0 + $1.outputs }
+        count = totalOutputs * inputs < Projections.parallelThreshold ? 1
+            : max(1, min(workers, totalOutputs / Projections.sliceGranule))
+    }
+
+    /// Each weight's outputs are cut into granules of ``Projections/sliceGranule`` from its first
+    /// row, and slice `piece` takes a contiguous run of the granules of all weights. The slice
+    /// count follows the workers here, but every output row sits at the same offset modulo 16
+    /// of its `sgemv` call whatever the count, and OpenBLAS's `sgemv` computes each row of `y`
+    /// as one dot product over the whole of `x` in a fixed order: results are bitwise equal.
+    func run(piece: Int) {
+        let granule = Projections.sliceGranule
+        let granuleCounts = weights.map { ($0.outputs + granule - 1) / granule }
+        let totalGranules = granuleCounts.reduce(0, +)
+        let first = totalGranules * piece / count, end = totalGranules * (piece + 1) / count
+        var granuleStart = 0
+        for ((weight, granules), output) in zip(zip(weights, granuleCounts), outputs) {
+            defer { granuleStart += granules }
+            let lower = (max(first, granuleStart) - granuleStart) * granule
+            let upper = min((min(end, granuleStart + granules) - granuleStart) * granule, weight.outputs)
+            guard lower < upper else { continue }
+            for r in 0..<rows {
+                BLAS.gemv(m: upper - lower, n: inputs, a: weight.pointer + lower * inputs, lda: inputs,
+                          x: input + r * inputs, y: output + r * weight.outputs + lower)
             }
         }
     }

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// The reference kernel: materialises every score, then softmax, then `P·V`, reading like the
 /// math. It is the oracle the flash kernel is tested against.
@@ -11,63 +12,77 @@ import Foundation
 ///     P[i, j] *= dropout factor (0 or 1/(1−p))
 ///     context_h = P · V_kv                    (sgemm per segment, accumulated)
 ///
-/// Extra memory: one `[queryCount, keyCount]` score matrix, reused across heads.
+/// Extra memory: one `[queryCount, keyCount]` score matrix per worker, reused across heads.
 enum ReferenceAttention {
-    static func run(_ problem: AttentionProblem) {
-        let n = problem.queryCount, d = problem.headDim
-        let ldq = problem.queryRowStride
-        guard n > 0 else { return }
-        for b in 0..<problem.batch {
-            let segments = problem.segments[b]
-            let keyCount = segments.reduce(0) { $0 + $1.rowCount }
-            var scores = [Float](repeating: 0, count: n * keyCount)
-            scores.withUnsafeMutableBufferPointer { scoresBuffer in
-                let scores = scoresBuffer.baseAddress!
-                for h in 0..<problem.nHeads {
-                    let kvHead = h / problem.groupSize
-                    let queries = problem.queries + b * n * ldq + h * d
-                    let context = problem.context + b * n * ldq + h * d
-
-                    var column = 0
-                    for segment in segments {
-                        BLAS.gemm(transposeB: true, m: n, n: segment.rowCount, k: d,
-                                  alpha: problem.scale,
-                                  a: queries, lda: ldq,
-                                  b: segment.keys + segment.headOffset(kvHead, headDim: d), ldb: segment.rowStride,
-                                  c: scores + column, ldc: keyCount)
-                        column += segment.rowCount
-                    }
-
-                    let realRows = problem.queryCounts[b]
-                    for i in 0..<n {
-                        let row = scores + i * keyCount
-                        guard i < realRows else {
-                            // Padding query: attends to nothing.
-                            row.update(repeating: 0, count: keyCount)
-                            continue
-                        }
-                        maskRow(row, batch: b, head: h, query: i, segments: segments, problem: problem)
-                        softmaxRow(row, count: keyCount)
-                        if let dropout = problem.dropout {
-                            dropRow(row, dropout: dropout, batch: b, head: h, query: i,
-                                    segments: segments, problem: problem)
-                        }
-                    }
-
-                    if keyCount == 0 {
-                        for i in 0..<n { (context + i * ldq).update(repeating: 0, count: d) }
-                    }
-                    column = 0
-                    for segment in segments {
-                        BLAS.gemm(m: n, n: d, k: segment.rowCount,
-                                  a: scores + column, lda: keyCount,
-                                  b: segment.values + segment.headOffset(kvHead, headDim: d), ldb: segment.rowStride,
-                                  beta: column == 0 ? 0 : 1,
-                                  c: context, ldc: ldq)
-                        column += segment.rowCount
-                    }
+    /// Runs every (batch row, head) as one work item on up to `workers` workers; each worker
+    /// reuses one score matrix. The items write disjoint columns of the context.
+    static func run(_ problem: AttentionProblem, workers: Int) {
+        guard problem.queryCount > 0 else { return }
+        let keyCounts = problem.segments.map { $0.reduce(0) { $0 + $1.rowCount } }
+        let scoreCapacity = problem.queryCount * (keyCounts.max() ?? 0)
+        let itemCount = problem.batch * problem.nHeads
+        let next = Atomic<Int>(0)
+        WorkerPool.run(count: min(max(1, workers), itemCount)) { _ in
+            var scores = [Float](repeating: 0, count: scoreCapacity)
+            scores.withUnsafeMutableBufferPointer { scores in
+                while true {
+                    let item = next.wrappingAdd(1, ordering: .relaxed).oldValue
+                    guard item < itemCount else { return }
+                    attend(problem, batch: item / problem.nHeads, head: item % problem.nHeads,
+                           keyCount: keyCounts[item / problem.nHeads], scores: scores.baseAddress!)
                 }
             }
+        }
+    }
+
+    /// One (batch row `b`, head `h`): scores, mask, softmax, dropout, `P·V`, into the context.
+    private static func attend(
+        _ problem: AttentionProblem, batch b: Int, head h: Int, keyCount: Int, scores: UnsafeMutablePointer<Float>
+    ) {
+        let n = problem.queryCount, d = problem.headDim
+        let ldq = problem.queryRowStride
+        let segments = problem.segments[b]
+        let kvHead = h / problem.groupSize
+        let queries = problem.queries + b * n * ldq + h * d
+        let context = problem.context + b * n * ldq + h * d
+
+        var column = 0
+        for segment in segments {
+            BLAS.gemm(transposeB: true, m: n, n: segment.rowCount, k: d,
+                      alpha: problem.scale,
+                      a: queries, lda: ldq,
+                      b: segment.keys + segment.headOffset(kvHead, headDim: d), ldb: segment.rowStride,
+                      c: scores + column, ldc: keyCount)
+            column += segment.rowCount
+        }
+
+        let realRows = problem.queryCounts[b]
+        for i in 0..<n {
+            let row = scores + i * keyCount
+            guard i < realRows else {
+                // Padding query: attends to nothing.
+                row.update(repeating: 0, count: keyCount)
+                continue
+            }
+            maskRow(row, batch: b, head: h, query: i, segments: segments, problem: problem)
+            softmaxRow(row, count: keyCount)
+            if let dropout = problem.dropout {
+                dropRow(row, dropout: dropout, batch: b, head: h, query: i,
+                        segments: segments, problem: problem)
+            }
+        }
+
+        if keyCount == 0 {
+            for i in 0..<n { (context + i * ldq).update(repeating: 0, count: d) }
+        }
+        column = 0
+        for segment in segments {
+            BLAS.gemm(m: n, n: d, k: segment.rowCount,
+                      a: scores + column, lda: keyCount,
+                      b: segment.values + segment.headOffset(kvHead, headDim: d), ldb: segment.rowStride,
+                      beta: column == 0 ? 0 : 1,
+                      c: context, ldc: ldq)
+            column += segment.rowCount
         }
     }
 

@@ -15,9 +15,10 @@ public struct AttentionBenchCommand: ParsableCommand {
         the median of 10 timed calls (fewer, but at least 3, once they pass --max-seconds).
 
         First the sgemm rate (C = A·B, square --sgemm-size) is measured at 1 thread and at \
-        every thread count tested. Then, for each seq and each thread count t, OpenBLAS runs \
-        t threads (BLAS.threadCount = t) and the flash kernel t workers (kernelWorkerCount = t); \
-        the reference kernel's parallelism is OpenBLAS's alone. The kernels' timed calls are \
+        every thread count tested. Then, for each seq and each thread count t, the layer runs \
+        on t workers (kernelWorkerCount = t: projections and both kernels, each calling \
+        OpenBLAS on one thread) and OpenBLAS's own pool has t threads (BLAS.threadCount = t, \
+        used by the sgemm-rate measurement, not by the layer). The kernels' timed calls are \
         interleaved so a slow spell of a shared machine lands on both; --kernel flash times \
         the flash kernel alone, with its data still in cache from its previous call.
 

@@ -128,14 +128,14 @@ extension BenchReport {
         "mode", "kernel", "batch", "seq", "d_model", "heads", "kv_heads", "head_dim", "sinks",
         "rope", "causal", "threads", "iterations", "median_ms", "min_ms", "gflop", "gflops",
         "sgemm_gflops", "pct_of_sgemm", "speedup_over_fewest_threads", "flash_over_reference",
-        "openblas_core",
+        "openblas_core", "cpu_level",
     ]
 
     /// Column names of ``csv()`` for a `--decode` run, in order.
     public static let decodeCsvColumns = [
         "mode", "batch", "cache_length", "d_model", "heads", "kv_heads", "head_dim", "sinks",
         "rope", "threads", "split", "key_chunks", "iterations", "median_ms", "min_ms",
-        "tokens_per_second", "cache_bytes", "cache_bytes_without_gqa", "openblas_core",
+        "tokens_per_second", "cache_bytes", "cache_bytes_without_gqa", "openblas_core", "cpu_level",
     ]
 
     /// One header line, then one line per result; empty fields where a value does not apply.
@@ -152,7 +152,7 @@ extension BenchReport {
                     "\(r.kvHeads)", "\(r.headDim)", "\(r.sinks)", "\(r.rope)", "\(r.threads)",
                     r.split.rawValue, r.keyChunks.map(String.init) ?? "", "\(r.iterations)",
                     number(r.medianMs, 4), number(r.minMs, 4), number(r.tokensPerSecond, 1),
-                    "\(r.cacheBytes)", "\(r.cacheBytesWithoutGqa)", machine.openblasCore,
+                    "\(r.cacheBytes)", "\(r.cacheBytesWithoutGqa)", machine.openblasCore, machine.cpuLevel,
                 ]
                 lines.append(fields.joined(separator: ","))
             }
@@ -167,7 +167,7 @@ extension BenchReport {
                 number(r.minMs, 4), number(r.gflop, 6), number(r.gflops, 3),
                 number(r.sgemmGflops, 3), number(r.percentOfSgemm, 2),
                 number(r.speedupOverFewestThreads, 4), number(r.flashOverReference, 4),
-                machine.openblasCore,
+                machine.openblasCore, machine.cpuLevel,
             ]
             lines.append(fields.joined(separator: ","))
         }
@@ -263,6 +263,7 @@ extension BenchReport {
         let m = machine
         var out: [String] = []
         out.append("  CPU:      \(m.cpuModel), \(m.activeProcessors) processors (OpenBLAS sees \(m.openblasProcessors)); benchmark built \(m.buildConfiguration)")
+        out.append("  Kernels:  CPU level \(m.cpuLevel) (supported: \(m.cpuLevelSupported); ATTENTION_CPU_LEVEL=\(m.cpuLevelVariable ?? "(unset)"))")
         out.append("  OpenBLAS: \(m.openblasVersion), core \(m.openblasCore), \(m.openblasThreading) build (\(m.openblasLibrary))")
         out.append("            config \"\(m.openblasConfiguration)\"; OPENBLAS_CORETYPE=\(m.openblasCoretypeVariable ?? "(unset)") OPENBLAS_NUM_THREADS=\(m.openblasNumThreadsVariable ?? "(unset)")")
         if !sgemm.isEmpty {

@@ -32,6 +32,12 @@ public struct MachineInfo: Sendable, Codable, Equatable {
     public var openblasNumThreadsVariable: String?
     /// `release` or `debug`: how the benchmark itself was compiled.
     public var buildConfiguration: String
+    /// The level the library's Swift kernels run at (`CPULevel.active`), e.g. `avx2`.
+    public var cpuLevel: String
+    /// The highest level this CPU supports (`CPULevel.supported`).
+    public var cpuLevelSupported: String
+    /// `ATTENTION_CPU_LEVEL` as set in the environment, or `nil`.
+    public var cpuLevelVariable: String?
 
     public static func current() -> MachineInfo {
         let configuration = BLAS.configuration
@@ -49,7 +55,10 @@ public struct MachineInfo: Sendable, Codable, Equatable {
             openblasStartupThreads: BLAS.threadCount,
             openblasCoretypeVariable: environment["OPENBLAS_CORETYPE"],
             openblasNumThreadsVariable: environment["OPENBLAS_NUM_THREADS"],
-            buildConfiguration: buildConfiguration)
+            buildConfiguration: buildConfiguration,
+            cpuLevel: CPULevel.active.rawValue,
+            cpuLevelSupported: CPULevel.supported.rawValue,
+            cpuLevelVariable: environment["ATTENTION_CPU_LEVEL"])
     }
 
     static var buildConfiguration: String {

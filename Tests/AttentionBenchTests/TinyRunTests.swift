@@ -1,3 +1,4 @@
+import Attention
 import AttentionBenchCore
 import Foundation
 import XCTest
@@ -30,6 +31,7 @@ final class TinyRunTests: XCTestCase {
                 XCTAssertTrue(value.map { $0.isFinite && $0 > 0 } ?? false, "\(name) in \(row)")
             }
             XCTAssertFalse(row[column["openblas_core"]!].isEmpty)
+            XCTAssertEqual(row[column["cpu_level"]!], CPULevel.active.rawValue)
         }
     }
 
@@ -46,6 +48,8 @@ final class TinyRunTests: XCTestCase {
         }
         let machine = try XCTUnwrap(object["machine"] as? [String: Any])
         XCTAssertNotNil(machine["openblas_core"] as? String)
+        XCTAssertEqual(machine["cpu_level"] as? String, CPULevel.active.rawValue)
+        XCTAssertEqual(machine["cpu_level_supported"] as? String, CPULevel.supported.rawValue)
 
         let decoded = try BenchReport.decode(json: json)
         XCTAssertEqual(decoded.results.count, 8)

@@ -4,18 +4,12 @@ import XCTest
 
 final class ConcurrencyTests: XCTestCase {
     /// `forward` on one shared layer from 8 threads at once, both kernels, eval and training
-    /// with a fixed dropout seed.
+    /// with a fixed dropout seed, at 1 and 2 OpenBLAS threads: every output is bitwise equal to
+    /// the serial call's, and the thread count is restored after the overlapping calls.
     ///
-    /// The bitwise claim is made with OpenBLAS on one thread. Some OpenBLAS sgemm kernels
-    /// (0.3.21's Haswell/Zen one, for instance) round differently at different thread counts,
-    /// and the flash kernel sets the process-wide count to 1 while any kernel runs
-    /// (`BLAS.withSingleThreadedCalls`), so with more threads a concurrent call's projections
-    /// may run on 1 thread where the serial call's ran on 2: the same math in another order,
-    /// not a race. With one thread throughout, any difference is the instance's own doing.
-    ///
-    /// Then with 2 OpenBLAS threads: the concurrent outputs match the serial ones within the
-    /// shared tolerance, and the thread count the kernels save and restore is 2 again after the
-    /// overlapping calls.
+    /// A `forward` runs every BLAS product on one OpenBLAS thread (`BLAS.withSingleThreadedCalls`),
+    /// so neither the process-wide count nor another call's scope changes its bits; OpenBLAS
+    /// 0.3.21's Zen sgemm does round differently at 1 and 2 threads.
     func testConcurrentForwardCallsOnOneInstanceMatchASerialCall() throws {
         let config = try AttentionConfig(dModel: 64, nHeads: 8, useAttentionSinks: true, numAttentionSinks: 2,
                                          useGQA: true, gqaGroups: 4, dropout: 0.1)
@@ -44,10 +38,36 @@ final class ConcurrencyTests: XCTestCase {
                     XCTAssertEqual(BLAS.threadCount, threads, "\(label): concurrent calls must restore the thread count")
                     for i in 0..<inputs.count {
                         let parallel = try XCTUnwrap(results.get(i), "\(label): call \(i) did not finish").get()
-                        if threads == 1 {
-                            assertBitwiseEqual(parallel, serial[i], "\(label): call \(i)")
+                        assertBitwiseEqual(parallel, serial[i], "\(label): call \(i)")
+                    }
+                }
+            }
+        }
+    }
+
+    /// One threading model: a `forward`'s bits depend on neither `kernelWorkerCount` nor
+    /// `BLAS.threadCount`, for prompts (128-row projection blocks, the last partial) and for
+    /// decoding-size inputs (sliced matrix–vector projections), with both kernels.
+    func testForwardIsBitwiseIdenticalForEveryWorkerAndOpenBLASThreadCount() throws {
+        let config = try AttentionConfig(dModel: 96, nHeads: 6, useAttentionSinks: true, numAttentionSinks: 3,
+                                         useGQA: true, gqaGroups: 2, dropout: 0.1)
+        var model = try MultiHeadAttention(config: config, seed: 5)
+        let savedThreads = BLAS.threadCount
+        defer { BLAS.threadCount = savedThreads }
+        for shape in [[2, Projections.rowBlock + 23, 96], [1, 3, 96]] {
+            let x = randomTensor(shape, seed: UInt64(shape[1]))
+            for kernel in AttentionKernel.allCases {
+                var first: [Float]?
+                for threads in [1, 2] {
+                    BLAS.threadCount = threads
+                    for workers in [1, 2, 4] {
+                        model.kernelWorkerCount = workers
+                        let y = try model.forward(x, mask: nil, training: true, dropoutSeed: 11, kernel: kernel).scalars
+                        XCTAssertEqual(BLAS.threadCount, threads, "forward must restore the OpenBLAS thread count")
+                        if let first {
+                            assertBitwiseEqual(y, first, "x \(shape), \(kernel), OpenBLAS threads \(threads), workers \(workers)")
                         } else {
-                            assertClose(parallel, serial[i], "\(label): call \(i)")
+                            first = y
                         }
                     }
                 }

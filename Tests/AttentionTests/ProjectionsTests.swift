@@ -2,18 +2,22 @@ import XCTest
 @testable import Attention
 
 /// Projections against float64 products, on both paths (matrix–vector for up to 4 rows, split
-/// across workers; sgemm above), with weights whose output counts are not multiples of the
-/// 16-row slice granule; and bitwise equality of the split path for every worker count.
+/// across workers; 128-row sgemm blocks above, the last one partial), with weights whose output
+/// counts are not multiples of the 16-row slice granule; and bitwise equality of both paths for
+/// every worker count and OpenBLAS thread count.
 ///
 /// Tolerance: |y − y64| ≤ 1e-6 · Σ|x·w| per output (fp32 sums of 700 products).
 final class ProjectionsTests: XCTestCase {
-    func testMatchFloat64AndAreBitwiseEqualForEveryWorkerCount() {
+    func testMatchFloat64AndAreBitwiseEqualForEveryWorkerAndOpenBLASThreadCount() {
+        let savedThreads = BLAS.threadCount
+        defer { BLAS.threadCount = savedThreads }
+        BLAS.threadCount = 1
         let inputs = 700
         let weights = [100, 37, 64].enumerated().map { index, outputs in
             randomTensor([outputs, inputs], seed: UInt64(10 + index))
         }
         XCTAssertGreaterThan(weights.reduce(0) { $0 + $1.count }, Projections.parallelThreshold)
-        for rows in [1, 2, 4, 5] {
+        for rows in [1, 2, 4, 5, 2 * Projections.rowBlock + 44] {
             let x = randomTensor([rows, inputs], seed: UInt64(rows), amplitude: 2).scalars
             let single = Projections.apply(x, rows: rows, weights: weights, workers: 1).map(\.array)
             for (weight, result) in zip(weights, single) {
@@ -32,10 +36,14 @@ final class ProjectionsTests: XCTestCase {
                     }
                 }
             }
-            for workers in 2...5 {
-                XCTAssertEqual(Projections.apply(x, rows: rows, weights: weights, workers: workers).map(\.array), single,
-                               "rows \(rows), workers \(workers)")
+            for threads in [1, 2] {
+                BLAS.threadCount = threads
+                for workers in 1...5 {
+                    XCTAssertEqual(Projections.apply(x, rows: rows, weights: weights, workers: workers).map(\.array),
+                                   single, "rows \(rows), workers \(workers), OpenBLAS threads \(threads)")
+                }
             }
+            BLAS.threadCount = 1
         }
     }
 }
