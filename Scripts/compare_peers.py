@@ -227,12 +227,17 @@ class Shape:
         return attention + projections
 
     def describe(self):
-        what = {"mha": "attention only, not causal", "gqa": "attention only, causal",
-                "decode": "one query against N cached keys/values, not causal",
-                "layer": f"MultiHeadAttention.forward, sinks={self.sinks}, RoPE={'on' if self.rope else 'off'}, causal"}
+        what = {"mha": "attention only, not causal; ORT MultiHeadAttention",
+                "gqa": "attention only, causal; ORT GroupQueryAttention, no past",
+                "decode": "one query against N cached keys/values, not causal; "
+                          "ORT GroupQueryAttention, shared KV buffer, N-1 past + 1 new token",
+                "layer": f"MultiHeadAttention.forward vs LibraryAttention, sinks={self.sinks}, "
+                         f"RoPE={'on' if self.rope else 'off'}, causal; no ORT peer"}
+        calls = lambda count, noun: f"{count} {noun}{'' if count == 1 else 's'}"
         return (f"{self.group}: B={self.batch} H={self.heads} Hkv={self.kv_heads} D={self.head_dim}"
                 f"{' dModel=' + str(self.d_model) if self.group == 'layer' else ''}; {what[self.group]}; "
-                f"{self.iterations} timed calls after {self.warmup} warm-up per run")
+                f"{calls(self.iterations, 'timed call')} after {calls(self.warmup, 'warm-up call')} per run"
+                f"{' (warm-up at least 0.1 s)' if self.decode else ''}")
 
 
 def median_ms(call, iterations, warmup, min_warmup_seconds=0.0):
@@ -680,10 +685,13 @@ def main(argv):
         if shape.group not in seen:
             seen.add(shape.group)
             print(shape.describe())
-    print(f"median of {a.rounds} interleaved rounds (peer order rotating) of each peer's per-run median; "
-          f"ratio = peer time / Swift time (> 1: Swift faster); decode: split (c) = KeySplit.chunks(c), "
-          f"unsplit = KeySplit.never; ORT vs PyTorch outputs agreed within {CHECK_TOLERANCE:g} "
-          f"(column 'ORT diff'); layer has no ORT peer ({DASH})")
+    checked = any(r["ort_max_abs_diff"] is not None for r in rows)
+    print(f"median of {a.rounds} interleaved round{'' if a.rounds == 1 else 's'} (peer order rotating) of "
+          f"each peer's per-run median; ratio = peer time / Swift time (> 1: Swift faster)"
+          + ("; decode: split (c) = KeySplit.chunks(c), unsplit = KeySplit.never" if "decode" in a.rows else "")
+          + (f"; ORT's outputs matched PyTorch SDPA's within {CHECK_TOLERANCE:g} (max abs diff: 'ORT diff')"
+             if checked else "")
+          + (f"; layer has no ORT peer ({DASH})" if "layer" in a.rows else ""))
     print()
     header = ["group", "N", "threads", "Swift variant", "Swift ms", "PyTorch ms", "ORT ms",
               "Swift GF/s", "PyTorch GF/s", "ORT GF/s", "PyTorch/Swift", "ORT/Swift", "ORT diff"]
