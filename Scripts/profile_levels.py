@@ -12,6 +12,8 @@ machines without hardware counters), and the samples are grouped by the function
   sgemm pack/beta   OpenBLAS copying operands into panels (sgemm_*copy*) and scaling or zeroing
                     C first (sgemm_beta_*): overhead of many small products
   sgemv             OpenBLAS's matrix-vector kernels (decoding's O += P·V)
+  BLAS, unnamed     OpenBLAS code without an exported symbol; Debian's build leaves its
+                    sgemv_t kernel unnamed, and decoding calls nothing else of OpenBLAS's
   softmax step      the level's softmax step (exp2, row max and sum, rescale, mask, dropout)
   other kernels     the level's other loops (dot products, RoPE, scaling)
   Swift glue        the rest of the library (block loop, merge, projections' bookkeeping)
@@ -39,7 +41,7 @@ WORKLOADS = {
     "decode": ("decode, 1 query vs N cached keys, GQA 12/4", ["--decode", "--attention-only"]),
 }
 
-GROUPS = ["sgemm compute", "sgemm pack/beta", "sgemv", "softmax step", "other kernels",
+GROUPS = ["sgemm compute", "sgemm pack/beta", "sgemv", "BLAS, unnamed", "softmax step", "other kernels",
           "Swift glue", "threads/system"]
 
 
@@ -51,6 +53,8 @@ def classify(dso, symbol):
             return "sgemm pack/beta"
         if re.search(r"sgemv", symbol):
             return "sgemv"
+        if symbol.startswith("0x"):
+            return "BLAS, unnamed"
         return "sgemm pack/beta" if "sgemm" in symbol else "threads/system"
     if dso.startswith("attention-bench"):
         if "AttentionKernels" in symbol:
@@ -87,7 +91,10 @@ def profile(bench, level, arguments, seq, iterations):
         run = subprocess.run(command, env=environment, capture_output=True, text=True)
         if run.returncode != 0:
             sys.exit(f"profile_levels: {' '.join(command)} failed:\n{run.stderr}")
-        median = re.search(r"^\s*\d+\s+1\s+\S+\s+\d+\s+([\d.]+)", run.stdout, re.M)
+        # The first row's median: `seq threads kernel calls median …`, or for --decode
+        # `kernel N threads split calls median …`.
+        median = (re.search(r"^\s*\d+\s+1\s+flash\s+\d+\s+([\d.]+)", run.stdout, re.M)
+                  or re.search(r"^kernel\s+\d+\s+1\s+unsplit\s+\d+\s+([\d.]+)", run.stdout, re.M))
         report = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", "dso,symbol",
                                  "--stdio", "-g", "none", "--percent-limit", "0"],
                                 capture_output=True, text=True, check=True).stdout
@@ -116,7 +123,7 @@ def main():
     for name in a.workloads.split(","):
         title, arguments = WORKLOADS[name]
         seq = a.decode_seq if name == "decode" else a.seq
-        iterations = a.iterations * 20 if name == "decode" else a.iterations
+        iterations = a.iterations * 300 if name == "decode" else a.iterations
         for level in levels:
             shares, median = profile(bench, level, arguments, seq, iterations)
             total = sum(shares.values()) or 1
