@@ -12,6 +12,20 @@ final class CPULevelTests: XCTestCase {
         XCTAssertLessThanOrEqual(CPULevel.active, CPULevel.supported)
     }
 
+    /// Scripts that run the suite at a chosen level (Scripts/test.sh, Scripts/test_under_qemu.sh)
+    /// say which level they expect in `ATTENTION_EXPECT_CPU_LEVEL`, worked out without the
+    /// library, so a rerun that silently stayed at another level fails. Prints both levels
+    /// (`CPULevel: active …, supported …`), which those scripts read.
+    func testActiveLevelIsTheOneTheRunExpects() throws {
+        print("CPULevel: active \(CPULevel.active.rawValue), supported \(CPULevel.supported.rawValue)")
+        guard let value = ProcessInfo.processInfo.environment["ATTENTION_EXPECT_CPU_LEVEL"] else {
+            throw XCTSkip("ATTENTION_EXPECT_CPU_LEVEL is not set")
+        }
+        let expected = try XCTUnwrap(CPULevel(rawValue: value), "ATTENTION_EXPECT_CPU_LEVEL=\(value) is not a level")
+        XCTAssertEqual(CPULevel.active, expected)
+        XCTAssertTrue(Kernels.active == expected.kernels, "Kernels.active is not \(expected)'s")
+    }
+
     func testEnvironmentValuesNameLevels() {
         XCTAssertEqual(CPULevel.requested(byEnvironmentValue: "baseline"), .baseline)
         XCTAssertEqual(CPULevel.requested(byEnvironmentValue: "AVX2"), .avx2)
