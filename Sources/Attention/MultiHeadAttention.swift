@@ -77,8 +77,11 @@ public struct MultiHeadAttention: Sendable {
         let values = projected.removeLast()
         var keys = projected.removeLast()
         if config.useRoPE {
-            RotaryEmbedding(config: config).apply(to: &keys, batch: 1, seq: s, headCount: config.numKVHeads,
-                                                  firstPositions: [0])
+            let heads = keys.mutablePointer
+            withExtendedLifetime(keys) {
+                RotaryEmbedding(config: config).apply(to: [(heads, config.numKVHeads)], batch: 1, seq: s,
+                                                      firstPositions: [0], workers: projectionWorkers)
+            }
         }
         projectedSinks = ProjectedKeyValues(keys: keys, values: values, width: kvWidth)
     }
@@ -205,6 +208,9 @@ public struct MultiHeadAttention: Sendable {
                           seed: dropoutSeed ?? UInt64.random(in: .min ... .max))
             : nil
         let positions = tokenOffsets.map { s + $0 }
+        guard rows > 0 else {
+            return (Tensor(zeros: [batch, n, d]), ProjectedKeyValues(rows: 0, width: hkv * hd))
+        }
         // Moved out of the array, so that RoPE rotates the only reference in place (no copy).
         var projected = Projections.apply(x.scalars, rows: rows, weights: [qProj, kProj, vProj],
                                           workers: projectionWorkers)
@@ -212,9 +218,11 @@ public struct MultiHeadAttention: Sendable {
         var queries = projected.removeLast()
         var tokens = ProjectedKeyValues(keys: keys, values: values, width: hkv * hd)
         if config.useRoPE {
-            let rope = RotaryEmbedding(config: config)
-            rope.apply(to: &queries, batch: batch, seq: n, headCount: h, firstPositions: positions)
-            rope.apply(to: &tokens.keys, batch: batch, seq: n, headCount: hkv, firstPositions: positions)
+            let targets = [(queries.mutablePointer, h), (tokens.keys.mutablePointer, hkv)]
+            withExtendedLifetime((queries, tokens)) {
+                RotaryEmbedding(config: config).apply(to: targets, batch: batch, seq: n, firstPositions: positions,
+                                                      workers: projectionWorkers)
+            }
         }
 
         let coversSinks = mask?.layout.coversSinks == true
@@ -239,12 +247,13 @@ public struct MultiHeadAttention: Sendable {
             }
         }
 
-        var output = [Float](repeating: 0, count: rows * d)
-        output.withUnsafeMutableBufferPointer { output in
+        // Every element is written by the projection (rows > 0).
+        let output = [Float](unsafeUninitializedCapacity: rows * d) { output, initialized in
             withExtendedLifetime(context) {
                 Projections.apply(context.pointer, rows: rows, weights: [outProj], into: [output.baseAddress!],
                                   workers: projectionWorkers)
             }
+            initialized = rows * d
         }
         return (try Tensor(shape: [batch, n, d], scalars: output), tokens)
     }

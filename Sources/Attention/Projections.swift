@@ -45,7 +45,8 @@ enum Projections {
     private static func apply(
         _ input: UnsafePointer<Float>, rows: Int, weights: [Tensor], workers: Int
     ) -> [AlignedBuffer] {
-        var results = weights.map { AlignedBuffer(zeros: rows * $0.shape[0]) }
+        // Every element is written below: rows > 0 and inputs > 0 (dModel), or count 0.
+        var results = weights.map { AlignedBuffer(overwrittenCount: rows * $0.shape[0]) }
         let outputs = results.indices.map { results[$0].mutablePointer }
         withExtendedLifetime(results) {
             apply(input, rows: rows, weights: weights, into: outputs, workers: workers)

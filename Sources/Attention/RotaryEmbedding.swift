@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Rotary position embeddings (RoPE, Su et al. 2021), applied in place to query or key heads.
 ///
@@ -32,16 +33,73 @@ struct RotaryEmbedding: Sendable {
                   scaling: config.ropeScaling, pairing: config.ropePairing)
     }
 
-    /// Rotates the heads of `[batch, seq, headCount · headDim]` rows in place; batch row `b`'s
-    /// token `t` sits at position `firstPositions[b] + t`.
-    func apply(to heads: inout AlignedBuffer, batch: Int, seq: Int, headCount: Int, firstPositions: [Int]) {
-        let rowStride = headCount * headDim
-        heads.withMutablePointer { heads in
-            for b in 0..<batch {
-                apply(to: heads + b * seq * rowStride, rows: seq, rowStride: rowStride, headCount: headCount,
-                      sequenceLength: seq, firstPosition: firstPositions[b])
+    /// Tokens of one piece of parallel work: one cos/sin table serves every head of them.
+    static let tokenBlock = 64
+
+    /// Rotates, in place, every head of each buffer of `targets`, each `[batch, seq,
+    /// headCount · headDim]`; batch row `b`'s token `t` sits at position `firstPositions[b] + t`.
+    ///
+    /// Queries and keys of a call share one table per position. Blocks of ``tokenBlock`` tokens
+    /// of one batch row are shared out among up to `workers` workers, and a position's angles
+    /// are computed the same way in every block, so the result does not depend on the count.
+    func apply(
+        to targets: [(heads: UnsafeMutablePointer<Float>, headCount: Int)], batch: Int, seq: Int,
+        firstPositions: [Int], workers: Int
+    ) {
+        let blocksPerRow = (seq + Self.tokenBlock - 1) / Self.tokenBlock
+        let pieceCount = batch * blocksPerRow
+        guard pieceCount > 0 else { return }
+        let pieces = RotationPieces(rope: self, targets: targets, seq: seq, firstPositions: firstPositions)
+        let next = Atomic<Int>(0)
+        WorkerPool.run(count: min(max(1, workers), pieceCount)) { _ in
+            while true {
+                let piece = next.wrappingAdd(1, ordering: .relaxed).oldValue
+                guard piece < pieceCount else { return }
+                pieces.run(batch: piece / blocksPerRow, firstToken: piece % blocksPerRow * Self.tokenBlock)
             }
         }
+    }
+
+    /// The buffers of one ``apply(to:batch:seq:firstPositions:workers:)`` call, shared by its
+    /// workers, which rotate disjoint rows.
+    private struct RotationPieces: @unchecked Sendable {
+        let rope: RotaryEmbedding
+        let targets: [(heads: UnsafeMutablePointer<Float>, headCount: Int)]
+        let seq: Int
+        let firstPositions: [Int]
+
+        func run(batch b: Int, firstToken: Int) {
+            let tokens = min(RotaryEmbedding.tokenBlock, seq - firstToken)
+            let (cosines, sines) = rope.table(firstPosition: firstPositions[b] + firstToken, count: tokens)
+            cosines.withUnsafeBufferPointer { cosines in
+                sines.withUnsafeBufferPointer { sines in
+                    for (heads, headCount) in targets {
+                        let rowStride = headCount * rope.headDim
+                        Kernels.active.rotate(heads + (b * seq + firstToken) * rowStride, rows: tokens,
+                                              rowStride: rowStride, headCount: headCount, headDim: rope.headDim,
+                                              cosines: cosines.baseAddress!, sines: sines.baseAddress!,
+                                              tableRows: tokens, halfSplit: rope.pairing == .halfSplit)
+                    }
+                }
+            }
+        }
+    }
+
+    /// `cos θ` and `sin θ` of every frequency at positions `firstPosition ..< firstPosition + count`,
+    /// `[count, headDim / 2]` each.
+    func table(firstPosition: Int, count: Int) -> (cosines: [Float], sines: [Float]) {
+        let half = headDim / 2
+        var cosines = [Float](repeating: 0, count: count * half)
+        var sines = [Float](repeating: 0, count: count * half)
+        for t in 0..<count {
+            let position = Double(firstPosition + t)
+            for i in 0..<half {
+                let angle = position * frequencies[i]
+                cosines[t * half + i] = Float(cos(angle))
+                sines[t * half + i] = Float(sin(angle))
+            }
+        }
+        return (cosines, sines)
     }
 
     /// Rotates every head of `rows` rows in place.
@@ -59,16 +117,7 @@ struct RotaryEmbedding: Sendable {
         guard rows > 0, sequenceLength > 0, half > 0 else { return }
         let tableRows = min(rows, sequenceLength)
         // One cos/sin table per position, shared by every head and batch row.
-        var cosines = [Float](repeating: 0, count: tableRows * half)
-        var sines = [Float](repeating: 0, count: tableRows * half)
-        for t in 0..<tableRows {
-            let position = Double(firstPosition + t)
-            for i in 0..<half {
-                let angle = position * frequencies[i]
-                cosines[t * half + i] = Float(cos(angle))
-                sines[t * half + i] = Float(sin(angle))
-            }
-        }
+        let (cosines, sines) = table(firstPosition: firstPosition, count: tableRows)
         cosines.withUnsafeBufferPointer { cosines in
             sines.withUnsafeBufferPointer { sines in
                 Kernels.active.rotate(heads, rows: rows, rowStride: rowStride, headCount: headCount,

@@ -25,6 +25,19 @@ final class NonFiniteTests: XCTestCase {
             XCTAssertEqual(cache, before, "nothing written")
             XCTAssertEqual(cache.lengths, [0, 0], "nothing written")
         }
+        // The scan reads 16 elements at a time: a bad value in the last, partial group (36 =
+        // 2 · 16 + 4 elements) and in the first element is found too.
+        let narrow = try MultiHeadAttention(config: try AttentionConfig(dModel: 12, nHeads: 2), seed: 1)
+        for (index, position) in [(35, "x[0, 2, 11]"), (0, "x[0, 0, 0]")] {
+            for bad in [Float.nan, .infinity, -.infinity] {
+                var x = randomTensor([1, 3, 12], seed: 3)
+                x.scalars[index] = bad
+                assertThrows(AttentionError.invalidInput, containing: [position, "(\(bad))", "must be finite"],
+                             "x holds \(bad) at \(position)") {
+                    try narrow.forward(x)
+                }
+            }
+        }
     }
 
     func testNaNInAWeightIsRejectedAndNothingChanges() throws {
