@@ -8,8 +8,8 @@
 #   Scripts/bench.sh --seq 2048 --threads 1,2 --format csv --output bench.csv
 # except one, which must come first and goes to the compiler:
 #   Scripts/bench.sh --native-cpu ...   builds with -Xswiftc -target-cpu -Xswiftc native,
-#                                       to see what code generation for this CPU adds (a
-#                                       package that depends on this one cannot use it).
+#                                       to see what code generation for this CPU adds beyond
+#                                       the kernels' CPU levels (which every app gets).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
