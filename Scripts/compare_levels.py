@@ -24,7 +24,8 @@ import statistics
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from release_bench import build_release_bench
+
 ORDER = ["baseline", "avx2", "avx512"]
 
 WORKLOADS = {
@@ -34,13 +35,6 @@ WORKLOADS = {
     "decode": ["--decode", "--attention-only", "--iterations", "200"],
 }
 
-
-def build_bench():
-    command = ["swift", "build", "-c", "release", "--product", "attention-bench"]
-    subprocess.run(command, cwd=ROOT, check=True, stdout=sys.stderr)
-    path = subprocess.run(command + ["--show-bin-path"], cwd=ROOT, check=True,
-                          capture_output=True, text=True).stdout.strip()
-    return os.path.join(path, "attention-bench")
 
 
 def run(bench, level, arguments):
@@ -72,7 +66,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--markdown", action="store_true")
     a = parser.parse_args()
-    bench = a.bench or build_bench()
+    bench = a.bench or build_release_bench("compare_levels")
     probe = subprocess.run([bench, "--attention-only", "--seq", "8", "--threads", "1", "--iterations", "1",
                             "--warmup", "0", "--sgemm-size", "16", "--kernel", "flash", "--quiet"],
                            capture_output=True, text=True, check=True).stdout

@@ -102,7 +102,8 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from release_bench import build_release_bench
+
 NAME = "compare_peers.py"
 GROUPS = ["mha", "gqa", "decode", "layer"]
 PEERS = ["swift", "torch", "ort"]
@@ -534,14 +535,6 @@ def check_ort(shape, torch_subject, threads):
 # ---------------------------------------------------------------------------------------------
 # Swift side.
 
-def build_bench():
-    command = ["swift", "build", "-c", "release", "--product", "attention-bench"]
-    print(f"{NAME}: " + " ".join(command), file=sys.stderr)
-    subprocess.run(command, cwd=ROOT, check=True, stdout=sys.stderr)
-    bin_path = subprocess.run(command + ["--show-bin-path"], cwd=ROOT, check=True,
-                              capture_output=True, text=True).stdout.strip()
-    return os.path.join(bin_path, "attention-bench")
-
 
 def swift_command(bench, shape, threads):
     s = shape
@@ -656,7 +649,7 @@ def main(argv):
               "  /work/venv-peers/bin/pip install onnxruntime onnx numpy torch, torch from PyTorch's\n"
               "  CPU wheel index where reachable) and run this script with its python.", file=sys.stderr)
         return 1
-    bench = a.bench or build_bench()
+    bench = a.bench or build_release_bench(NAME)
     if "layer" in a.rows:
         error = check_module(a)
         print(f"{NAME}: LibraryAttention matches its float64 check (max rel. error {error:.1e})", file=sys.stderr)

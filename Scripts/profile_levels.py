@@ -31,9 +31,10 @@ import os
 import re
 import subprocess
 import sys
+
+from release_bench import build_release_bench
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 WORKLOADS = {
     "mha": ("attention only, MHA 12/12, not causal",
@@ -64,13 +65,6 @@ def classify(dso, symbol):
         return "Swift glue"
     return "threads/system"
 
-
-def build_bench():
-    command = ["swift", "build", "-c", "release", "--product", "attention-bench"]
-    subprocess.run(command, cwd=ROOT, check=True, stdout=sys.stderr)
-    path = subprocess.run(command + ["--show-bin-path"], cwd=ROOT, check=True,
-                          capture_output=True, text=True).stdout.strip()
-    return os.path.join(path, "attention-bench")
 
 
 def supported_levels(bench):
@@ -123,7 +117,7 @@ def main():
     parser.add_argument("--iterations", type=int, default=30)
     parser.add_argument("--markdown", action="store_true", help="one markdown table")
     a = parser.parse_args()
-    bench = a.bench or build_bench()
+    bench = a.bench or build_release_bench("profile_levels")
     levels = a.levels.split(",") if a.levels else supported_levels(bench)
 
     rows = []
