@@ -1,5 +1,3 @@
-import Synchronization
-
 /// Linear projections without bias: `y = x · Wᵀ` for one or more weights sharing the input.
 ///
 /// Every product runs on the layer's own workers (``WorkerPool``), each calling OpenBLAS with
@@ -68,17 +66,8 @@ enum Projections {
                 ? RowBlocks(input: input, weights: operands, outputs: outputs, rows: rows, inputs: inputs)
                 : OutputSlices(input: input, weights: operands, outputs: outputs, rows: rows, inputs: inputs,
                                workers: workers)
-            let pieceCount = pieces.count
-            let workerCount = min(max(1, workers), pieceCount)
-            let next = Atomic<Int>(0)
             BLAS.withSingleThreadedCalls {
-                WorkerPool.run(count: workerCount) { _ in
-                    while true {
-                        let piece = next.wrappingAdd(1, ordering: .relaxed).oldValue
-                        guard piece < pieceCount else { return }
-                        pieces.run(piece: piece)
-                    }
-                }
+                WorkerPool.forEach(pieces.count, workers: workers) { pieces.run(piece: $0) }
             }
         }
     }

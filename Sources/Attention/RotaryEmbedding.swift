@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 
 /// Rotary position embeddings (RoPE, Su et al. 2021), applied in place to query or key heads.
 ///
@@ -47,16 +46,9 @@ struct RotaryEmbedding: Sendable {
         firstPositions: [Int], workers: Int
     ) {
         let blocksPerRow = (seq + Self.tokenBlock - 1) / Self.tokenBlock
-        let pieceCount = batch * blocksPerRow
-        guard pieceCount > 0 else { return }
         let pieces = RotationPieces(rope: self, targets: targets, seq: seq, firstPositions: firstPositions)
-        let next = Atomic<Int>(0)
-        WorkerPool.run(count: min(max(1, workers), pieceCount)) { _ in
-            while true {
-                let piece = next.wrappingAdd(1, ordering: .relaxed).oldValue
-                guard piece < pieceCount else { return }
-                pieces.run(batch: piece / blocksPerRow, firstToken: piece % blocksPerRow * Self.tokenBlock)
-            }
+        WorkerPool.forEach(batch * blocksPerRow, workers: workers) { piece in
+            pieces.run(batch: piece / blocksPerRow, firstToken: piece % blocksPerRow * Self.tokenBlock)
         }
     }
 

@@ -86,6 +86,20 @@ final class WorkerPool: @unchecked Sendable {
         shared.run(count: count, body)
     }
 
+    /// Runs `body(i)` for every `i` in `0..<count` on at most `workers` workers (the calling
+    /// thread among them), each taking the next unclaimed index until none is left.
+    static func forEach(_ count: Int, workers: Int, _ body: @escaping @Sendable (Int) -> Void) {
+        guard count > 0 else { return }
+        let next = Atomic<Int>(0)
+        run(count: min(max(1, workers), count)) { _ in
+            while true {
+                let index = next.wrappingAdd(1, ordering: .relaxed).oldValue
+                guard index < count else { return }
+                body(index)
+            }
+        }
+    }
+
     private func run(count: Int, _ body: @escaping @Sendable (Int) -> Void) {
         guard !helpers.isEmpty,
               busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged
