@@ -24,7 +24,8 @@
 ///   - mask: additive, `[queryLength, keyLength]` or
 ///     `[batch or 1, 1 or nHeads, queryLength, keyLength]`; NaN and `+∞` are rejected.
 ///   - kernel: `.flash` (default) or `.reference`.
-///   - workers: flash-kernel workers, `nil` for one per active processor.
+///   - workers: the kernel's workers (either kernel), `nil` for one per active processor; every
+///     BLAS product inside runs on one OpenBLAS thread, whatever ``BLAS/threadCount`` is.
 ///   - keySplit: how the flash kernel splits keys across workers for few queries.
 /// - Returns: the outputs in the layout of `queries`: `[batch, queryLength, nHeads · headDim]`
 ///   or `[batch, nHeads, queryLength, headDim]`; a query that sees no key gets zeros.
