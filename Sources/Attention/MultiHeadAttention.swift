@@ -211,28 +211,9 @@ public struct MultiHeadAttention: Sendable {
         guard rows > 0 else {
             return (Tensor(zeros: [batch, n, d]), ProjectedKeyValues(rows: 0, width: hkv * hd))
         }
-        // Moved out of the array, so that RoPE rotates the only reference in place (no copy).
-        var projected = Projections.apply(x.scalars, rows: rows, weights: [qProj, kProj, vProj],
-                                          workers: projectionWorkers)
-        let values = projected.removeLast(), keys = projected.removeLast()
-        var queries = projected.removeLast()
-        var tokens = ProjectedKeyValues(keys: keys, values: values, width: hkv * hd)
-        if config.useRoPE {
-            let targets = [(queries.mutablePointer, h), (tokens.keys.mutablePointer, hkv)]
-            withExtendedLifetime((queries, tokens)) {
-                RotaryEmbedding(config: config).apply(to: targets, batch: batch, seq: n, firstPositions: positions,
-                                                      workers: projectionWorkers)
-            }
-        }
-
-        let coversSinks = mask?.layout.coversSinks == true
-        let sinks = s == 0 ? [] : [projectedSinks.segment(rows: 0, count: s, firstPosition: 0, isSink: true,
-                                                          firstMaskColumn: coversSinks ? 0 : nil)]
-        let segments = (0..<batch).map { b in
-            sinks + (cache?.segments(row: b) ?? [])
-                + [tokens.segment(rows: b * n, count: tokenCounts[b], firstPosition: positions[b], isSink: false,
-                                  firstMaskColumn: coversSinks ? s : 0)]
-        }
+        let (queries, tokens) = projectTokens(x, batch: batch, seq: n, positions: positions)
+        let segments = keySegments(tokens: tokens, seq: n, tokenCounts: tokenCounts, positions: positions,
+                                   cache: cache, coversSinks: mask?.layout.coversSinks == true)
         var context = AlignedBuffer(zeros: rows * d)
         let problem = AttentionProblem(
             batch: batch, queryCount: n, nHeads: h, numKVHeads: hkv, headDim: hd, queries: queries.pointer,
@@ -258,6 +239,46 @@ public struct MultiHeadAttention: Sendable {
         return (try Tensor(shape: [batch, n, d], scalars: output), tokens)
     }
 
+    /// The queries `[batch · seq, nHeads · headDim]` and this chunk's keys and values
+    /// `[batch · seq, numKVHeads · headDim]` of `x`, queries and keys rotated by RoPE: batch row
+    /// `b`'s token `t` at position `positions[b] + t`.
+    func projectTokens(
+        _ x: Tensor, batch: Int, seq: Int, positions: [Int]
+    ) -> (queries: AlignedBuffer, tokens: ProjectedKeyValues) {
+        let h = config.nHeads, hkv = config.numKVHeads, hd = config.headDim
+        // Moved out of the array, so that RoPE rotates the only reference in place (no copy).
+        var projected = Projections.apply(x.scalars, rows: batch * seq, weights: [qProj, kProj, vProj],
+                                          workers: projectionWorkers)
+        let values = projected.removeLast(), keys = projected.removeLast()
+        var queries = projected.removeLast()
+        var tokens = ProjectedKeyValues(keys: keys, values: values, width: hkv * hd)
+        if config.useRoPE {
+            let targets = [(queries.mutablePointer, h), (tokens.keys.mutablePointer, hkv)]
+            withExtendedLifetime((queries, tokens)) {
+                RotaryEmbedding(config: config).apply(to: targets, batch: batch, seq: seq, firstPositions: positions,
+                                                      workers: projectionWorkers)
+            }
+        }
+        return (queries, tokens)
+    }
+
+    /// Each batch row's keys as the kernel reads them: the sinks, then the `cache`'s tokens, then
+    /// this chunk's real tokens (`tokenCounts[b]` of `seq`). Valid while `tokens`, the layer and
+    /// the cache are alive.
+    func keySegments(
+        tokens: ProjectedKeyValues, seq: Int, tokenCounts: [Int], positions: [Int], cache: KVCache?,
+        coversSinks: Bool
+    ) -> [[KeyValueSegment]] {
+        let s = config.numSinks
+        let sinks = s == 0 ? [] : [projectedSinks.segment(rows: 0, count: s, firstPosition: 0, isSink: true,
+                                                          firstMaskColumn: coversSinks ? 0 : nil)]
+        return tokenCounts.indices.map { b in
+            sinks + (cache?.segments(row: b) ?? [])
+                + [tokens.segment(rows: b * seq, count: tokenCounts[b], firstPosition: positions[b], isSink: false,
+                                  firstMaskColumn: coversSinks ? s : 0)]
+        }
+    }
+
     /// The kernel, workers, key split and blocks this layer's settings give a call.
     func kernelOptions(_ kernel: AttentionKernel?) -> KernelOptions {
         KernelOptions(kernel: kernel ?? (config.useFlashAttention ? .flash : .reference),
@@ -265,5 +286,5 @@ public struct MultiHeadAttention: Sendable {
     }
 
     /// Workers of the projections: the kernel's.
-    private var projectionWorkers: Int { kernelWorkerCount ?? FlashAttention.defaultWorkerCount }
+    var projectionWorkers: Int { kernelWorkerCount ?? FlashAttention.defaultWorkerCount }
 }

@@ -87,7 +87,7 @@ enum ReferenceAttention {
     }
 
     /// Adds the additive mask and applies the causal and window rules to one row of scores.
-    private static func maskRow(
+    static func maskRow(
         _ row: UnsafeMutablePointer<Float>, batch: Int, head: Int, query: Int,
         segments: [KeyValueSegment], problem: AttentionProblem
     ) {
@@ -109,7 +109,7 @@ enum ReferenceAttention {
 
     /// Softmax in place; a row with no visible key (every score −∞) becomes zeros, and a row
     /// holding a NaN score (an overflow upstream) becomes NaN rather than a plausible number.
-    private static func softmaxRow(_ row: UnsafeMutablePointer<Float>, count: Int) {
+    static func softmaxRow(_ row: UnsafeMutablePointer<Float>, count: Int) {
         var maximum = -Float.infinity
         for j in 0..<count {
             if row[j].isNaN {
@@ -132,7 +132,7 @@ enum ReferenceAttention {
         for j in 0..<count { row[j] *= inverse }
     }
 
-    private static func dropRow(
+    static func dropRow(
         _ row: UnsafeMutablePointer<Float>, dropout: DropoutMask, batch: Int, head: Int, query: Int,
         segments: [KeyValueSegment], problem: AttentionProblem
     ) {

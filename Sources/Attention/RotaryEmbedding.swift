@@ -41,12 +41,16 @@ struct RotaryEmbedding: Sendable {
     /// Queries and keys of a call share one table per position. Blocks of ``tokenBlock`` tokens
     /// of one batch row are shared out among up to `workers` workers, and a position's angles
     /// are computed the same way in every block, so the result does not depend on the count.
+    ///
+    /// `inverse` rotates by `−θ` instead: the transposed rotation, which carries a gradient with
+    /// respect to rotated heads back to the heads before RoPE.
     func apply(
         to targets: [(heads: UnsafeMutablePointer<Float>, headCount: Int)], batch: Int, seq: Int,
-        firstPositions: [Int], workers: Int
+        firstPositions: [Int], workers: Int, inverse: Bool = false
     ) {
         let blocksPerRow = (seq + Self.tokenBlock - 1) / Self.tokenBlock
-        let pieces = RotationPieces(rope: self, targets: targets, seq: seq, firstPositions: firstPositions)
+        let pieces = RotationPieces(rope: self, targets: targets, seq: seq, firstPositions: firstPositions,
+                                    inverse: inverse)
         WorkerPool.forEach(batch * blocksPerRow, workers: workers) { piece in
             pieces.run(batch: piece / blocksPerRow, firstToken: piece % blocksPerRow * Self.tokenBlock)
         }
@@ -59,10 +63,12 @@ struct RotaryEmbedding: Sendable {
         let targets: [(heads: UnsafeMutablePointer<Float>, headCount: Int)]
         let seq: Int
         let firstPositions: [Int]
+        let inverse: Bool
 
         func run(batch b: Int, firstToken: Int) {
             let tokens = min(RotaryEmbedding.tokenBlock, seq - firstToken)
-            let (cosines, sines) = rope.table(firstPosition: firstPositions[b] + firstToken, count: tokens)
+            let (cosines, forwardSines) = rope.table(firstPosition: firstPositions[b] + firstToken, count: tokens)
+            let sines = inverse ? forwardSines.map { -$0 } : forwardSines
             cosines.withUnsafeBufferPointer { cosines in
                 sines.withUnsafeBufferPointer { sines in
                     for (heads, headCount) in targets {

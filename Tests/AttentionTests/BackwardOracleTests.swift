@@ -109,3 +109,59 @@ final class BackwardOracleTests: XCTestCase {
         return try! Tensor(shape: [batch, 1, seq, width], scalars: values)
     }
 }
+
+/// The reference kernel's backward (through the whole layer) against the float64 oracle, on
+/// the oracle's tiny layers and a larger GQA layer with a causal, dropped-out, padded-mask run.
+/// Tolerance: the one comparison helper (`Tolerance`) on each gradient.
+final class ReferenceBackwardTests: XCTestCase {
+    func testLayerGradientsMatchTheFloat64Oracle() throws {
+        let cases: [(String, AttentionConfig, Int, Int, Bool, UInt64?)] = [
+            ("GQA 4/2, 2 sinks, causal, halfSplit, dropout",
+             try AttentionConfig(dModel: 8, nHeads: 4, useAttentionSinks: true, numAttentionSinks: 2,
+                                 useGQA: true, gqaGroups: 2, dropout: 0.3), 2, 3, false, 5),
+            ("MQA 2/1, 1 sink, not causal, interleaved × 2.5, mask over sinks",
+             try AttentionConfig(dModel: 8, nHeads: 2, ropeScaling: 2.5, ropePairing: .interleaved,
+                                 useAttentionSinks: true, numAttentionSinks: 1, useGQA: true, gqaGroups: 1,
+                                 isCausal: false), 1, 4, true, nil),
+            ("MHA 3/3, no sinks, no RoPE, causal", try AttentionConfig(dModel: 12, nHeads: 3, useRoPE: false), 2, 5, false, nil),
+            ("GQA 6/2, 3 sinks, causal, dropout, 37 tokens",
+             try AttentionConfig(dModel: 48, nHeads: 6, useAttentionSinks: true, numAttentionSinks: 3,
+                                 useGQA: true, gqaGroups: 2, dropout: 0.2), 2, 37, true, 17),
+        ]
+        for (name, config, batch, seq, masked, seed) in cases {
+            let model = try MultiHeadAttention(config: config, seed: 21)
+            let x = randomTensor([batch, seq, config.dModel], seed: 22)
+            let dy = randomTensor([batch, seq, config.dModel], seed: 23)
+            let mask = masked ? sinkMask(config: config, batch: batch, seq: seq) : nil
+            let (output, gradients) = try model.referenceGradients(
+                x, mask: mask, training: seed != nil, dropoutSeed: seed ?? 0, dy: dy)
+            let (expectedOutput, expected) = BackwardOracle(model).backward(
+                x.scalars.map(Double.init), batch: batch, seq: seq, dy: dy.scalars.map(Double.init), mask: mask,
+                dropoutSeed: seed)
+            assertClose(output.scalars, expectedOutput, "\(name): y")
+            assertClose(gradients.input, expected.input, "\(name): dx")
+            for parameter in AttentionParameter.allCases {
+                guard let actual = gradients[parameter] else {
+                    XCTAssertFalse(config.useAttentionSinks && parameter == .sinkStates, "\(name): dsinks missing")
+                    continue
+                }
+                assertClose(actual, expected[parameter], "\(name): d\(parameter.rawValue)")
+            }
+            let forward = try model.forward(x, mask: mask, training: seed != nil, dropoutSeed: seed ?? 0,
+                                            kernel: .reference)
+            assertBitwiseEqual(output.scalars, forward.scalars, "\(name): the forward it differentiates")
+        }
+    }
+
+    /// `[batch, 1, seq, S + seq]` with one key hidden per row and the last query row of batch
+    /// row 0 seeing nothing at all: its gradients must be zeros, never NaN.
+    private func sinkMask(config: AttentionConfig, batch: Int, seq: Int) -> Tensor {
+        let width = config.numSinks + seq
+        var values = randomTensor([batch, 1, seq, width], seed: 24, amplitude: 0.5).scalars
+        for b in 0..<batch {
+            for i in 0..<seq { values[(b * seq + i) * width + (i * 7) % width] = -.infinity }
+        }
+        for j in 0..<width { values[(seq - 1) * width + j] = -.infinity }
+        return try! Tensor(shape: [batch, 1, seq, width], scalars: values)
+    }
+}

@@ -1,0 +1,187 @@
+/// The layer's gradients for one `dy`, each shaped like what it differentiates.
+///
+/// Internal until the flash backward lands (issue 13): the public `forwardWithPullback` will
+/// hand these out as `AttentionGradients`.
+struct LayerGradients: Sendable {
+    /// dL/dx, `[batch, seq, dModel]`.
+    var input: [Float]
+    var qProj: [Float], kProj: [Float], vProj: [Float], outProj: [Float]
+    /// `[S, dModel]`; `nil` without sinks.
+    var sinkStates: [Float]?
+
+    subscript(parameter: AttentionParameter) -> [Float]? {
+        switch parameter {
+        case .qProj: qProj
+        case .kProj: kProj
+        case .vProj: vProj
+        case .outProj: outProj
+        case .sinkStates: sinkStates
+        }
+    }
+}
+
+extension MultiHeadAttention {
+    /// The forward pass with the reference kernel, then its backward (DESIGN.md §3b), in the
+    /// reverse order of the stages:
+    ///
+    ///     dWo = dyᵀ · context;   dcontext = dy · Wo
+    ///     dQ, dK, dV (post-RoPE) from the reference kernel's backward; the sinks' dK, dV summed
+    ///     over batch rows
+    ///     dQ, dK ← inverse RoPE at the same positions (sinks at 0..<S)
+    ///     dWq = dQᵀ·x;  dWk = dKᵀ·x + dK_sinkᵀ·sinks;  dWv likewise
+    ///     dx = dQ·Wq + dK·Wk + dV·Wv;  dsinks = dK_sink·Wk + dV_sink·Wv
+    ///
+    /// - Parameters: as ``forward(_:mask:training:dropoutSeed:kernel:)``; `dy` `[batch, seq, dModel]`.
+    func referenceGradients(
+        _ x: Tensor, mask: Tensor?, training: Bool, dropoutSeed: UInt64, dy: Tensor
+    ) throws -> (output: Tensor, gradients: LayerGradients) {
+        let (batch, n) = try validateInput(x, extraKeys: 0)
+        let validatedMask = try mask.map {
+            ValidatedMask(tensor: $0, layout: try MaskLayout.validate(
+                $0, batch: batch, heads: config.nHeads, queryCount: n, sinkCount: config.numSinks))
+        }
+        guard dy.shape == x.shape else {
+            throw AttentionError.invalidInput("dy shape \(dy.shape) must equal the shape of x, \(x.shape)")
+        }
+        try Self.requireFinite(dy, name: "dy")
+
+        let dm = config.dModel, rows = batch * n, s = config.numSinks
+        let h = config.nHeads, hkv = config.numKVHeads, hd = config.headDim, kvWidth = hkv * hd
+        let dropout = training && config.dropout > 0
+            ? DropoutMask(probability: config.dropout, seed: dropoutSeed) : nil
+        let positions = Array(repeating: s, count: batch)
+        let tokenCounts = Array(repeating: n, count: batch)
+        guard rows > 0 else {
+            return (Tensor(zeros: x.shape), LayerGradients(
+                input: [], qProj: [Float](repeating: 0, count: qProj.count), kProj: [Float](repeating: 0, count: kProj.count),
+                vProj: [Float](repeating: 0, count: vProj.count), outProj: [Float](repeating: 0, count: outProj.count),
+                sinkStates: sinkStates.map { [Float](repeating: 0, count: $0.count) }))
+        }
+
+        let (queries, tokens) = projectTokens(x, batch: batch, seq: n, positions: positions)
+        let segments = keySegments(tokens: tokens, seq: n, tokenCounts: tokenCounts, positions: positions,
+                                   cache: nil, coversSinks: validatedMask?.layout.coversSinks == true)
+        var context = AlignedBuffer(zeros: rows * dm)
+        var problem = AttentionProblem(
+            batch: batch, queryCount: n, nHeads: h, numKVHeads: hkv, headDim: hd, queries: queries.pointer,
+            queryFirstPositions: positions, queryCounts: tokenCounts, segments: segments, mask: nil,
+            isCausal: config.isCausal, window: nil, scale: scale, dropout: dropout, context: context.mutablePointer)
+        var output = [Float](repeating: 0, count: rows * dm)
+        var dContext = AlignedBuffer(zeros: rows * dm)
+        var dQueries = AlignedBuffer(zeros: rows * dm)
+        // Per batch row: [sinks, tokens]; the sinks' buffers are summed below.
+        var dKeys = (0..<batch).map { _ in segments[0].map { AlignedBuffer(zeros: $0.rowCount * kvWidth) } }
+        var dValues = dKeys.map { $0.map { AlignedBuffer(zeros: $0.count) } }
+        var gradients = LayerGradients(
+            input: [Float](repeating: 0, count: rows * dm), qProj: [Float](repeating: 0, count: qProj.count),
+            kProj: [Float](repeating: 0, count: kProj.count), vProj: [Float](repeating: 0, count: vProj.count),
+            outProj: [Float](repeating: 0, count: outProj.count),
+            sinkStates: sinkStates.map { [Float](repeating: 0, count: $0.count) })
+
+        let kernelWorkers = kernelWorkerCount ?? FlashAttention.defaultWorkerCount
+        let dKeyPointers = dKeys.indices.map { b in dKeys[b].indices.map { dKeys[b][$0].mutablePointer } }
+        let dValuePointers = dValues.indices.map { b in dValues[b].indices.map { dValues[b][$0].mutablePointer } }
+        let buffers = AttentionBackwardBuffers(
+            contextGradient: dContext.pointer, queries: dQueries.mutablePointer, keys: dKeyPointers,
+            values: dValuePointers)
+        let dContextPointer = dContext.mutablePointer
+        withExtendedLifetime((queries, tokens, projectedSinks, context, dContext, dQueries, dKeys, dValues)) {
+            validatedMask.withAdditiveMask { additiveMask in
+                problem.mask = additiveMask
+                problem.run(KernelOptions(kernel: .reference, workers: kernelWorkers))
+            }
+            // As `forward` computes it, so that the outputs are bit-identical.
+            output.withUnsafeMutableBufferPointer { output in
+                Projections.apply(context.pointer, rows: rows, weights: [outProj], into: [output.baseAddress!],
+                                  workers: projectionWorkers)
+            }
+            BLAS.withSingleThreadedCalls {
+                dy.scalars.withUnsafeBufferPointer { dy in
+                    outProj.scalars.withUnsafeBufferPointer { wo in
+                        let dy = dy.baseAddress!, wo = wo.baseAddress!
+                        gradients.outProj.withUnsafeMutableBufferPointer { dWo in
+                            BLAS.gemm(transposeA: true, m: dm, n: dm, k: rows, a: dy, lda: dm,
+                                      b: context.pointer, ldb: dm, c: dWo.baseAddress!, ldc: dm)
+                        }
+                        BLAS.gemm(m: rows, n: dm, k: dm, a: dy, lda: dm, b: wo, ldb: dm, c: dContextPointer, ldc: dm)
+                    }
+                }
+            }
+            validatedMask.withAdditiveMask { additiveMask in
+                problem.mask = additiveMask
+                ReferenceBackward.run(problem, buffers: buffers, workers: kernelWorkers)
+            }
+        }
+
+        // The sinks' dK, dV: one buffer per batch row, summed in row order.
+        var sinkKeys = [Float](repeating: 0, count: s * kvWidth), sinkValues = sinkKeys
+        if s > 0 {
+            for b in 0..<batch {
+                for i in 0..<(s * kvWidth) {
+                    sinkKeys[i] += dKeys[b][0].pointer[i]
+                    sinkValues[i] += dValues[b][0].pointer[i]
+                }
+            }
+        }
+        let tokenSegment = s > 0 ? 1 : 0
+        // Token dK, dV as `[batch · seq, kvWidth]`.
+        var tokenKeys = [Float](repeating: 0, count: rows * kvWidth), tokenValues = tokenKeys
+        for b in 0..<batch {
+            let first = b * n * kvWidth
+            for i in 0..<(n * kvWidth) {
+                tokenKeys[first + i] = dKeys[b][tokenSegment].pointer[i]
+                tokenValues[first + i] = dValues[b][tokenSegment].pointer[i]
+            }
+        }
+        var dQ = dQueries.array
+        if config.useRoPE {
+            let rope = RotaryEmbedding(config: config)
+            dQ.withUnsafeMutableBufferPointer { dQ in
+                tokenKeys.withUnsafeMutableBufferPointer { dK in
+                    rope.apply(to: [(dQ.baseAddress!, h), (dK.baseAddress!, hkv)], batch: batch, seq: n,
+                               firstPositions: positions, workers: projectionWorkers, inverse: true)
+                }
+            }
+            if s > 0 {
+                sinkKeys.withUnsafeMutableBufferPointer { dK in
+                    rope.apply(to: [(dK.baseAddress!, hkv)], batch: 1, seq: s, firstPositions: [0],
+                               workers: projectionWorkers, inverse: true)
+                }
+            }
+        }
+
+        BLAS.withSingleThreadedCalls {
+            // Weights: dW = dYᵀ · input, over the token rows and, for k and v, the sink rows.
+            func addWeightGradient(_ dW: inout [Float], _ dY: [Float], outputs: Int, input: [Float], inputRows: Int) {
+                guard inputRows > 0 else { return }
+                dW.withUnsafeMutableBufferPointer { dW in
+                    BLAS.gemm(transposeA: true, m: outputs, n: dm, k: inputRows, a: dY, lda: outputs,
+                              b: input, ldb: dm, beta: 1, c: dW.baseAddress!, ldc: dm)
+                }
+            }
+            addWeightGradient(&gradients.qProj, dQ, outputs: dm, input: x.scalars, inputRows: rows)
+            addWeightGradient(&gradients.kProj, tokenKeys, outputs: kvWidth, input: x.scalars, inputRows: rows)
+            addWeightGradient(&gradients.vProj, tokenValues, outputs: kvWidth, input: x.scalars, inputRows: rows)
+            if let states = sinkStates?.scalars {
+                addWeightGradient(&gradients.kProj, sinkKeys, outputs: kvWidth, input: states, inputRows: s)
+                addWeightGradient(&gradients.vProj, sinkValues, outputs: kvWidth, input: states, inputRows: s)
+            }
+            // Inputs: dIn = Σ dY · W over the projections that read them.
+            func addInputGradient(_ dIn: inout [Float], _ dY: [Float], weight: Tensor, inputRows: Int) {
+                guard inputRows > 0 else { return }
+                dIn.withUnsafeMutableBufferPointer { dIn in
+                    BLAS.gemm(m: inputRows, n: dm, k: weight.shape[0], a: dY, lda: weight.shape[0],
+                              b: weight.scalars, ldb: dm, beta: 1, c: dIn.baseAddress!, ldc: dm)
+                }
+            }
+            addInputGradient(&gradients.input, dQ, weight: qProj, inputRows: rows)
+            addInputGradient(&gradients.input, tokenKeys, weight: kProj, inputRows: rows)
+            addInputGradient(&gradients.input, tokenValues, weight: vProj, inputRows: rows)
+            if gradients.sinkStates != nil {
+                addInputGradient(&gradients.sinkStates!, sinkKeys, weight: kProj, inputRows: s)
+                addInputGradient(&gradients.sinkStates!, sinkValues, weight: vProj, inputRows: s)
+            }
+        }
+        return (try Tensor(shape: x.shape, scalars: output), gradients)
+    }
+}
