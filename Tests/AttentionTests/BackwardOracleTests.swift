@@ -9,24 +9,25 @@ import XCTest
 ///
 /// Tolerance: float64 central differences with step 1e-5 have truncation error ~1e-10 and
 /// rounding error ~1e-11 here; a gradient passes at |g − fd| ≤ 1e-7 + 1e-6 · |fd|.
-final class BackwardOracleTests: XCTestCase {
-    /// (name, config, batch, seq, mask over sinks?, dropout seed)
-    private func cases() throws -> [(String, AttentionConfig, Int, Int, Bool, UInt64?)] {
-        [
-            ("GQA 4/2, 2 sinks, causal, halfSplit, dropout",
-             try AttentionConfig(dModel: 8, nHeads: 4, useAttentionSinks: true, numAttentionSinks: 2,
-                                 useGQA: true, gqaGroups: 2, dropout: 0.3), 2, 3, false, 5),
-            ("MQA 2/1, 1 sink, not causal, interleaved × 2.5 scaling, mask over sinks",
-             try AttentionConfig(dModel: 8, nHeads: 2, ropeScaling: 2.5, ropePairing: .interleaved,
-                                 useAttentionSinks: true, numAttentionSinks: 1, useGQA: true, gqaGroups: 1,
-                                 isCausal: false), 1, 4, true, nil),
-            ("MHA 2/2, no sinks, no RoPE, causal",
-             try AttentionConfig(dModel: 6, nHeads: 2, useRoPE: false), 2, 3, false, nil),
-        ]
-    }
+/// The layers both backward suites differentiate: (name, config, batch, seq, mask over the
+/// sinks, dropout seed or `nil` for evaluation).
+func tinyBackwardCases() throws -> [(String, AttentionConfig, Int, Int, Bool, UInt64?)] {
+    [
+        ("GQA 4/2, 2 sinks, causal, halfSplit, dropout",
+         try AttentionConfig(dModel: 8, nHeads: 4, useAttentionSinks: true, numAttentionSinks: 2,
+                             useGQA: true, gqaGroups: 2, dropout: 0.3), 2, 3, false, 5),
+        ("MQA 2/1, 1 sink, not causal, interleaved × 2.5 scaling, mask over sinks",
+         try AttentionConfig(dModel: 8, nHeads: 2, ropeScaling: 2.5, ropePairing: .interleaved,
+                             useAttentionSinks: true, numAttentionSinks: 1, useGQA: true, gqaGroups: 1,
+                             isCausal: false), 1, 4, true, nil),
+        ("MHA 2/2, no sinks, no RoPE, causal",
+         try AttentionConfig(dModel: 6, nHeads: 2, useRoPE: false), 2, 3, false, nil),
+    ]
+}
 
+final class BackwardOracleTests: XCTestCase {
     func testForwardEqualsTheNaiveOracle() throws {
-        for (name, config, batch, seq, overSinks, seed) in try cases() {
+        for (name, config, batch, seq, overSinks, seed) in try tinyBackwardCases() {
             let model = try MultiHeadAttention(config: config, seed: 3)
             let x = randomTensor([batch, seq, config.dModel], seed: 4)
             let mask = overSinks ? maskOverSinks(config: config, batch: batch, seq: seq) : nil
@@ -42,7 +43,7 @@ final class BackwardOracleTests: XCTestCase {
 
     func testGradientsEqualCentralFiniteDifferences() throws {
         let step = 1e-5
-        for (name, config, batch, seq, overSinks, seed) in try cases() {
+        for (name, config, batch, seq, overSinks, seed) in try tinyBackwardCases() {
             let model = try MultiHeadAttention(config: config, seed: 9)
             let oracle = BackwardOracle(model)
             let x = randomTensor([batch, seq, config.dModel], seed: 10).scalars.map(Double.init)
@@ -115,15 +116,7 @@ final class BackwardOracleTests: XCTestCase {
 /// Tolerance: the one comparison helper (`Tolerance`) on each gradient.
 final class ReferenceBackwardTests: XCTestCase {
     func testLayerGradientsMatchTheFloat64Oracle() throws {
-        let cases: [(String, AttentionConfig, Int, Int, Bool, UInt64?)] = [
-            ("GQA 4/2, 2 sinks, causal, halfSplit, dropout",
-             try AttentionConfig(dModel: 8, nHeads: 4, useAttentionSinks: true, numAttentionSinks: 2,
-                                 useGQA: true, gqaGroups: 2, dropout: 0.3), 2, 3, false, 5),
-            ("MQA 2/1, 1 sink, not causal, interleaved × 2.5, mask over sinks",
-             try AttentionConfig(dModel: 8, nHeads: 2, ropeScaling: 2.5, ropePairing: .interleaved,
-                                 useAttentionSinks: true, numAttentionSinks: 1, useGQA: true, gqaGroups: 1,
-                                 isCausal: false), 1, 4, true, nil),
-            ("MHA 3/3, no sinks, no RoPE, causal", try AttentionConfig(dModel: 12, nHeads: 3, useRoPE: false), 2, 5, false, nil),
+        let cases = try tinyBackwardCases() + [
             ("GQA 6/2, 3 sinks, causal, dropout, 37 tokens",
              try AttentionConfig(dModel: 48, nHeads: 6, useAttentionSinks: true, numAttentionSinks: 3,
                                  useGQA: true, gqaGroups: 2, dropout: 0.2), 2, 37, true, 17),
