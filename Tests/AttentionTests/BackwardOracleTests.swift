@@ -158,3 +158,44 @@ final class ReferenceBackwardTests: XCTestCase {
         return try! Tensor(shape: [batch, 1, seq, width], scalars: values)
     }
 }
+
+extension ReferenceBackwardTests {
+    /// Deterministic: the same gradients, bit for bit, for 1, 2 and 4 workers.
+    func testGradientsAreBitwiseIdenticalForEveryWorkerCount() throws {
+        let config = try AttentionConfig(dModel: 32, nHeads: 4, useAttentionSinks: true, numAttentionSinks: 2,
+                                         useGQA: true, gqaGroups: 2, dropout: 0.1)
+        var model = try MultiHeadAttention(config: config, seed: 31)
+        let x = randomTensor([3, 19, 32], seed: 32), dy = randomTensor([3, 19, 32], seed: 33)
+        var first: LayerGradients?
+        for workers in [1, 2, 4] {
+            model.kernelWorkerCount = workers
+            let gradients = try model.referenceGradients(x, mask: nil, training: true, dropoutSeed: 4, dy: dy).gradients
+            guard let first else {
+                first = gradients
+                continue
+            }
+            assertBitwiseEqual(gradients.input, first.input, "dx, \(workers) workers")
+            for parameter in AttentionParameter.allCases {
+                assertBitwiseEqual(gradients[parameter]!, first[parameter]!, "d\(parameter.rawValue), \(workers) workers")
+            }
+        }
+    }
+
+    /// A `dy` of the wrong shape or holding NaN/±∞ is an error naming it.
+    func testBadDyThrows() throws {
+        let model = try MultiHeadAttention(config: try AttentionConfig(dModel: 8, nHeads: 2), seed: 1)
+        let x = randomTensor([1, 3, 8], seed: 2)
+        assertThrows(AttentionError.invalidInput, containing: ["dy shape [1, 4, 8]", "must equal the shape of x, [1, 3, 8]"],
+                     "dy too long") {
+            _ = try model.referenceGradients(x, mask: nil, training: false, dropoutSeed: 0, dy: randomTensor([1, 4, 8], seed: 3))
+        }
+        for bad in [Float.nan, .infinity, -.infinity] {
+            var dy = randomTensor([1, 3, 8], seed: 3)
+            dy.scalars[13] = bad
+            assertThrows(AttentionError.invalidInput, containing: ["dy[0, 1, 5]", "(\(bad))", "must be finite"],
+                         "dy holds \(bad)") {
+                _ = try model.referenceGradients(x, mask: nil, training: false, dropoutSeed: 0, dy: dy)
+            }
+        }
+    }
+}
