@@ -21,19 +21,20 @@ struct LayerGradients: Sendable {
 }
 
 extension MultiHeadAttention {
-    /// The forward pass with the reference kernel, then its backward (DESIGN.md §3b), in the
-    /// reverse order of the stages:
+    /// The forward pass with `kernel`, then that kernel's backward (``ReferenceBackward``,
+    /// ``FlashBackward``; DESIGN.md §3b), in the reverse order of the stages:
     ///
     ///     dWo = dyᵀ · context;   dcontext = dy · Wo
-    ///     dQ, dK, dV (post-RoPE) from the reference kernel's backward; the sinks' dK, dV summed
+    ///     dQ, dK, dV (post-RoPE) from the kernel's backward; the sinks' dK, dV summed
     ///     over batch rows
     ///     dQ, dK ← inverse RoPE at the same positions (sinks at 0..<S)
     ///     dWq = dQᵀ·x;  dWk = dKᵀ·x + dK_sinkᵀ·sinks;  dWv likewise
     ///     dx = dQ·Wq + dK·Wk + dV·Wv;  dsinks = dK_sink·Wk + dV_sink·Wv
     ///
-    /// - Parameters: as ``forward(_:mask:training:dropoutSeed:kernel:)``; `dy` `[batch, seq, dModel]`.
-    func referenceGradients(
-        _ x: Tensor, mask: Tensor?, training: Bool, dropoutSeed: UInt64, dy: Tensor
+    /// - Parameters: as ``forward(_:mask:training:dropoutSeed:kernel:)``, whose output this returns
+    ///   bit for bit; `dy` `[batch, seq, dModel]`.
+    func layerGradients(
+        _ x: Tensor, mask: Tensor?, training: Bool, dropoutSeed: UInt64, dy: Tensor, kernel: AttentionKernel
     ) throws -> (output: Tensor, gradients: LayerGradients) {
         let (batch, n) = try validateInput(x, extraKeys: 0)
         let validatedMask = try mask.map {
@@ -82,13 +83,13 @@ extension MultiHeadAttention {
         let dKeyPointers = dKeys.indices.map { b in dKeys[b].indices.map { dKeys[b][$0].mutablePointer } }
         let dValuePointers = dValues.indices.map { b in dValues[b].indices.map { dValues[b][$0].mutablePointer } }
         let buffers = AttentionBackwardBuffers(
-            contextGradient: dContext.pointer, queries: dQueries.mutablePointer, keys: dKeyPointers,
+            contextGradient: dContext.pointer, context: context.pointer, queries: dQueries.mutablePointer, keys: dKeyPointers,
             values: dValuePointers)
         let dContextPointer = dContext.mutablePointer
         withExtendedLifetime((queries, tokens, projectedSinks, context, dContext, dQueries, dKeys, dValues)) {
             validatedMask.withAdditiveMask { additiveMask in
                 problem.mask = additiveMask
-                problem.run(KernelOptions(kernel: .reference, workers: kernelWorkers))
+                problem.run(kernelOptions(kernel))
             }
             // As `forward` computes it, so that the outputs are bit-identical.
             output.withUnsafeMutableBufferPointer { output in
@@ -109,7 +110,13 @@ extension MultiHeadAttention {
             }
             validatedMask.withAdditiveMask { additiveMask in
                 problem.mask = additiveMask
-                ReferenceBackward.run(problem, buffers: buffers, workers: kernelWorkers)
+                switch kernel {
+                case .reference:
+                    ReferenceBackward.run(problem, buffers: buffers, workers: kernelWorkers)
+                case .flash:
+                    FlashBackward.run(problem, buffers: buffers, blocks: flashBlockSizes ?? FlashBackward.defaultBlocks,
+                                      workers: kernelWorkers)
+                }
             }
         }
 

@@ -1,12 +1,15 @@
 import Synchronization
 
-/// What one call of ``ReferenceBackward/run(_:buffers:workers:)`` reads besides the problem
-/// (dL/d context) and where it writes its gradients, all fully overwritten.
+/// What one backward call (``ReferenceBackward``, ``FlashBackward``) reads besides the problem
+/// (dL/d context, the context) and where it writes its gradients, all fully overwritten.
 ///
 /// `@unchecked Sendable`: parallel items write disjoint parts (see ``ReferenceBackward``).
 struct AttentionBackwardBuffers: @unchecked Sendable {
     /// dL/d context, laid out like `problem.context`.
     var contextGradient: UnsafePointer<Float>
+    /// The forward's context `O`, for the flash backward's `D = dO·O`; the reference backward
+    /// recomputes everything it needs.
+    var context: UnsafePointer<Float>
     /// dL/dQ (post-RoPE), laid out like `problem.queries`.
     var queries: UnsafeMutablePointer<Float>
     /// dL/dK and dL/dV (post-RoPE keys), one buffer per batch row and segment, each

@@ -111,7 +111,7 @@ final class BackwardOracleTests: XCTestCase {
     }
 }
 
-/// The reference kernel's backward (through the whole layer) against the float64 oracle, on
+/// Both kernels' backward passes (through the whole layer) against the float64 oracle, on
 /// the oracle's tiny layers and a larger GQA layer with a causal, dropped-out, padded-mask run.
 /// Tolerance: the one comparison helper (`Tolerance`) on each gradient.
 final class ReferenceBackwardTests: XCTestCase {
@@ -121,13 +121,15 @@ final class ReferenceBackwardTests: XCTestCase {
              try AttentionConfig(dModel: 48, nHeads: 6, useAttentionSinks: true, numAttentionSinks: 3,
                                  useGQA: true, gqaGroups: 2, dropout: 0.2), 2, 37, true, 17),
         ]
-        for (name, config, batch, seq, masked, seed) in cases {
+        for (caseName, config, batch, seq, masked, seed) in cases {
+          for kernel in AttentionKernel.allCases {
+            let name = "\(caseName), \(kernel)"
             let model = try MultiHeadAttention(config: config, seed: 21)
             let x = randomTensor([batch, seq, config.dModel], seed: 22)
             let dy = randomTensor([batch, seq, config.dModel], seed: 23)
             let mask = masked ? sinkMask(config: config, batch: batch, seq: seq) : nil
-            let (output, gradients) = try model.referenceGradients(
-                x, mask: mask, training: seed != nil, dropoutSeed: seed ?? 0, dy: dy)
+            let (output, gradients) = try model.layerGradients(
+                x, mask: mask, training: seed != nil, dropoutSeed: seed ?? 0, dy: dy, kernel: kernel)
             let (expectedOutput, expected) = BackwardOracle(model).backward(
                 x.scalars.map(Double.init), batch: batch, seq: seq, dy: dy.scalars.map(Double.init), mask: mask,
                 dropoutSeed: seed)
@@ -141,8 +143,33 @@ final class ReferenceBackwardTests: XCTestCase {
                 assertClose(actual, expected[parameter], "\(name): d\(parameter.rawValue)")
             }
             let forward = try model.forward(x, mask: mask, training: seed != nil, dropoutSeed: seed ?? 0,
-                                            kernel: .reference)
+                                            kernel: kernel)
             assertBitwiseEqual(output.scalars, forward.scalars, "\(name): the forward it differentiates")
+          }
+        }
+    }
+
+    /// The flash backward against the reference backward with forced small blocks (one key,
+    /// blocks that do not divide the lengths, one block for everything) and odd lengths, with
+    /// sinks, GQA, causal and dropout: every block boundary and partial block is crossed.
+    func testFlashBackwardEqualsReferenceAcrossBlockSizes() throws {
+        let config = try AttentionConfig(dModel: 24, nHeads: 6, useAttentionSinks: true, numAttentionSinks: 2,
+                                         useGQA: true, gqaGroups: 3, dropout: 0.25)
+        for seq in [1, 7, 23] {
+            var model = try MultiHeadAttention(config: config, seed: UInt64(40 + seq))
+            let x = randomTensor([2, seq, 24], seed: 41), dy = randomTensor([2, seq, 24], seed: 42)
+            let reference = try model.layerGradients(x, mask: nil, training: true, dropoutSeed: 3, dy: dy,
+                                                     kernel: .reference).gradients
+            for (queryBlock, keyBlock) in [(1, 1), (3, 5), (16, 7), (64, 64)] {
+                model.flashBlockSizes = FlashBlockSizes(queryBlock: queryBlock, keyBlock: keyBlock)
+                let flash = try model.layerGradients(x, mask: nil, training: true, dropoutSeed: 3, dy: dy,
+                                                     kernel: .flash).gradients
+                let label = "seq \(seq), blocks \(queryBlock) × \(keyBlock)"
+                assertClose(flash.input, reference.input.map(Double.init), "\(label): dx")
+                for parameter in AttentionParameter.allCases {
+                    assertClose(flash[parameter]!, reference[parameter]!.map(Double.init), "\(label): d\(parameter.rawValue)")
+                }
+            }
         }
     }
 
@@ -165,19 +192,23 @@ extension ReferenceBackwardTests {
         let config = try AttentionConfig(dModel: 32, nHeads: 4, useAttentionSinks: true, numAttentionSinks: 2,
                                          useGQA: true, gqaGroups: 2, dropout: 0.1)
         var model = try MultiHeadAttention(config: config, seed: 31)
+        model.flashBlockSizes = FlashBlockSizes(queryBlock: 8, keyBlock: 5)
         let x = randomTensor([3, 19, 32], seed: 32), dy = randomTensor([3, 19, 32], seed: 33)
-        var first: LayerGradients?
-        for workers in [1, 2, 4] {
+        for kernel in AttentionKernel.allCases {
+          var first: LayerGradients?
+          for workers in [1, 2, 4] {
             model.kernelWorkerCount = workers
-            let gradients = try model.referenceGradients(x, mask: nil, training: true, dropoutSeed: 4, dy: dy).gradients
+            let gradients = try model.layerGradients(x, mask: nil, training: true, dropoutSeed: 4, dy: dy, kernel: kernel).gradients
             guard let first else {
                 first = gradients
                 continue
             }
-            assertBitwiseEqual(gradients.input, first.input, "dx, \(workers) workers")
+            assertBitwiseEqual(gradients.input, first.input, "\(kernel): dx, \(workers) workers")
             for parameter in AttentionParameter.allCases {
-                assertBitwiseEqual(gradients[parameter]!, first[parameter]!, "d\(parameter.rawValue), \(workers) workers")
+                assertBitwiseEqual(gradients[parameter]!, first[parameter]!,
+                                   "\(kernel): d\(parameter.rawValue), \(workers) workers")
             }
+          }
         }
     }
 
@@ -187,14 +218,14 @@ extension ReferenceBackwardTests {
         let x = randomTensor([1, 3, 8], seed: 2)
         assertThrows(AttentionError.invalidInput, containing: ["dy shape [1, 4, 8]", "must equal the shape of x, [1, 3, 8]"],
                      "dy too long") {
-            _ = try model.referenceGradients(x, mask: nil, training: false, dropoutSeed: 0, dy: randomTensor([1, 4, 8], seed: 3))
+            _ = try model.layerGradients(x, mask: nil, training: false, dropoutSeed: 0, dy: randomTensor([1, 4, 8], seed: 3), kernel: .flash)
         }
         for bad in [Float.nan, .infinity, -.infinity] {
             var dy = randomTensor([1, 3, 8], seed: 3)
             dy.scalars[13] = bad
             assertThrows(AttentionError.invalidInput, containing: ["dy[0, 1, 5]", "(\(bad))", "must be finite"],
                          "dy holds \(bad)") {
-                _ = try model.referenceGradients(x, mask: nil, training: false, dropoutSeed: 0, dy: dy)
+                _ = try model.layerGradients(x, mask: nil, training: false, dropoutSeed: 0, dy: dy, kernel: .flash)
             }
         }
     }
