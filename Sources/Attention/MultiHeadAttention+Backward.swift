@@ -1,7 +1,28 @@
-/// The layer's gradients for one `dy`, each shaped like what it differentiates.
-///
-/// Internal until the flash backward lands (issue 13): the public `forwardWithPullback` will
-/// hand these out as `AttentionGradients`.
+/// The gradients of a loss with respect to the layer's input and parameters, for one `dy`
+/// (from the pullback of ``MultiHeadAttention/forwardWithPullback(_:mask:training:dropoutSeed:kernel:)``).
+public struct AttentionGradients: Sendable {
+    /// dL/dx, `[batch, seq, dModel]`.
+    public let input: Tensor
+    private let parameters: [AttentionParameter: Tensor]
+
+    init(_ gradients: LayerGradients, layer: MultiHeadAttention, inputShape: [Int]) throws {
+        input = try Tensor(shape: inputShape, scalars: gradients.input)
+        var parameters: [AttentionParameter: Tensor] = [:]
+        for parameter in AttentionParameter.allCases {
+            if let scalars = gradients[parameter], let shape = layer.expectedShape(of: parameter) {
+                parameters[parameter] = try Tensor(shape: shape, scalars: scalars)
+            }
+        }
+        self.parameters = parameters
+    }
+
+    /// dL/d`parameter`, shaped like the parameter (`[dModel, dModel]` for ``AttentionParameter/qProj``,
+    /// `[S, dModel]` for ``AttentionParameter/sinkStates``, …); `nil` for the sink states of a
+    /// layer without sinks.
+    public subscript(_ parameter: AttentionParameter) -> Tensor? { parameters[parameter] }
+}
+
+/// The layer's gradients for one `dy`, each shaped like what it differentiates, as flat arrays.
 struct LayerGradients: Sendable {
     /// dL/dx, `[batch, seq, dModel]`.
     var input: [Float]
@@ -21,6 +42,39 @@ struct LayerGradients: Sendable {
 }
 
 extension MultiHeadAttention {
+    /// ``forward(_:mask:training:dropoutSeed:kernel:)``, and a pullback that turns `dy = dL/dy`
+    /// into the gradients of the input and of every parameter (DESIGN.md §3b).
+    ///
+    ///     let (y, pullback) = try layer.forwardWithPullback(x, training: true, dropoutSeed: 7)
+    ///     let grads = try pullback(dy)          // dy: [batch, seq, dModel]
+    ///     grads.input                           // dL/dx, [batch, seq, dModel]
+    ///     grads[.qProj], grads[.sinkStates]     // shaped like the parameters
+    ///
+    /// - Parameters: as ``forward(_:mask:training:dropoutSeed:kernel:)``, whose output `y` is
+    ///   bit for bit. With `training` and no `dropoutSeed`, a seed is drawn once and the
+    ///   pullback reuses it, so the gradients belong to the `y` returned.
+    /// - Returns: `y` `[batch, seq, dModel]` and the pullback: `@Sendable`, callable more than
+    ///   once (the same `dy` gives the same gradients, bit for bit, for every worker count) and
+    ///   from any thread. Each call runs the chosen kernel's backward: ``AttentionKernel/flash``
+    ///   never stores an `N × N` matrix, ``AttentionKernel/reference`` materialises the scores.
+    ///   For now the pullback recomputes the forward's activations rather than keeping them.
+    /// - Throws: what `forward` throws; the pullback throws ``AttentionError/invalidInput(_:)``
+    ///   for a `dy` whose shape is not `x`'s or that holds NaN or ±∞.
+    public func forwardWithPullback(
+        _ x: Tensor, mask: Tensor? = nil, training: Bool = false, dropoutSeed: UInt64? = nil,
+        kernel: AttentionKernel? = nil
+    ) throws -> (output: Tensor, pullback: @Sendable (Tensor) throws -> AttentionGradients) {
+        let seed = dropoutSeed ?? UInt64.random(in: .min ... .max)
+        let kernel = kernel ?? (config.useFlashAttention ? .flash : .reference)
+        let output = try forward(x, mask: mask, training: training, dropoutSeed: seed, kernel: kernel)
+        let layer = self
+        return (output, { dy in
+            let gradients = try layer.layerGradients(x, mask: mask, training: training, dropoutSeed: seed, dy: dy,
+                                                     kernel: kernel).gradients
+            return try AttentionGradients(gradients, layer: layer, inputShape: x.shape)
+        })
+    }
+
     /// The forward pass with `kernel`, then that kernel's backward (``ReferenceBackward``,
     /// ``FlashBackward``; DESIGN.md §3b), in the reverse order of the stages:
     ///

@@ -230,3 +230,49 @@ extension ReferenceBackwardTests {
         }
     }
 }
+
+/// The public face: `forwardWithPullback` and `AttentionGradients`.
+final class PullbackTests: XCTestCase {
+    func testPullbackGivesTheOracleGradientsShapedLikeTheParameters() throws {
+        let config = try AttentionConfig(dModel: 16, nHeads: 4, useAttentionSinks: true, numAttentionSinks: 2,
+                                         useGQA: true, gqaGroups: 2, dropout: 0.2)
+        let model = try MultiHeadAttention(config: config, seed: 51)
+        let x = randomTensor([2, 9, 16], seed: 52), dy = randomTensor([2, 9, 16], seed: 53)
+        for kernel in AttentionKernel.allCases {
+            let (y, pullback) = try model.forwardWithPullback(x, training: true, dropoutSeed: 7, kernel: kernel)
+            assertBitwiseEqual(y.scalars, try model.forward(x, training: true, dropoutSeed: 7, kernel: kernel).scalars,
+                               "\(kernel): y is forward's")
+            let grads = try pullback(dy)
+            let expected = BackwardOracle(model).backward(x.scalars.map(Double.init), batch: 2, seq: 9,
+                                                          dy: dy.scalars.map(Double.init), dropoutSeed: 7).gradients
+            XCTAssertEqual(grads.input.shape, [2, 9, 16])
+            assertClose(grads.input.scalars, expected.input, "\(kernel): dx")
+            for parameter in AttentionParameter.allCases {
+                let gradient = try XCTUnwrap(grads[parameter], "\(kernel): \(parameter)")
+                XCTAssertEqual(gradient.shape, model.expectedShape(of: parameter), "\(kernel): \(parameter) shape")
+                assertClose(gradient.scalars, expected[parameter], "\(kernel): d\(parameter.rawValue)")
+            }
+        }
+        let plain = try MultiHeadAttention(config: try AttentionConfig(dModel: 16, nHeads: 4), seed: 1)
+        XCTAssertNil(try plain.forwardWithPullback(x).pullback(dy)[.sinkStates], "no sinks, no sink gradient")
+    }
+
+    /// A drawn seed is reused: two calls, and a call from another thread, give the same bits.
+    func testPullbackIsRepeatableAndCallableFromAnotherThread() throws {
+        let config = try AttentionConfig(dModel: 16, nHeads: 2, dropout: 0.3)
+        let model = try MultiHeadAttention(config: config, seed: 61)
+        let x = randomTensor([1, 12, 16], seed: 62), dy = randomTensor([1, 12, 16], seed: 63)
+        let (_, pullback) = try model.forwardWithPullback(x, training: true)
+        let first = try pullback(dy), second = try pullback(dy)
+        let elsewhere = try DispatchQueue.global().sync { try pullback(dy) }
+        for other in [second, elsewhere] {
+            assertBitwiseEqual(other.input.scalars, first.input.scalars, "dx")
+            for parameter: AttentionParameter in [.qProj, .kProj, .vProj, .outProj] {
+                assertBitwiseEqual(other[parameter]!.scalars, first[parameter]!.scalars, "d\(parameter.rawValue)")
+            }
+        }
+        assertThrows(AttentionError.invalidInput, containing: ["dy shape [1, 11, 16]", "[1, 12, 16]"], "short dy") {
+            _ = try pullback(randomTensor([1, 11, 16], seed: 1))
+        }
+    }
+}
