@@ -15,6 +15,10 @@ Each fixture is one safetensors file holding, for one configuration:
     input      [B, N, dModel]  F32
     mask       additive mask, when the case has one (F32; -inf = hidden)
     expected   [B, N, dModel]  F32: the module's output, computed in float64, rounded once
+    dy         [B, N, dModel]  F32: a fixed upstream gradient
+    grad.input, grad.q_proj.weight, grad.k_proj.weight, grad.v_proj.weight,
+    grad.out_proj.weight, grad.sink_states (with sinks)
+               F32: float64 autograd of sum(dy · expected) with respect to each, rounded once
     __metadata__: the AttentionConfig as strings (dModel, nHeads, useRoPE, ropeTheta,
                   ropeScaling, ropePairing, useAttentionSinks, numAttentionSinks, useGQA,
                   gqaGroups, isCausal), plus `prefix` (the weights' name prefix), `weightDType`
@@ -310,11 +314,23 @@ def make_case(index, name, config, bsz, n, mask_kind, weight_dtype, prefix, desc
     blind_rows = sees_nothing.squeeze(-1).all(dim=1)  # [B, N]: no head sees a key
     assert (expected[blind_rows] == 0).all(), f"{name}: a row that sees nothing must be zeros"
 
+    # Autograd of sum(dy * y) in float64, for the backward tests.
+    dy = torch.rand(bsz, n, module.d_model, generator=generator) * 2 - 1
+    x_grad = x64.clone().requires_grad_(True)
+    for parameter in reference.parameters():
+        parameter.grad = None
+    (reference(x_grad, mask64) * dy.double()).sum().backward()
+    gradients = {"grad.input": x_grad.grad}
+    gradients.update({"grad." + k: p.grad for k, p in reference.named_parameters()})
+    assert all(torch.isfinite(g).all() for g in gradients.values()), f"{name}: non-finite gradient"
+
     tensors = {prefix + k: v.detach().to(torch.float32).to(storage) for k, v in module.state_dict().items()}
     tensors["input"] = x
     if mask is not None:
         tensors["mask"] = mask
     tensors["expected"] = expected.to(torch.float32)
+    tensors["dy"] = dy
+    tensors.update({k: g.detach().to(torch.float32) for k, g in gradients.items()})
     path = os.path.join(out_dir, f"{name}.safetensors")
     write_safetensors(path, tensors, config_metadata(config, weight_dtype, prefix, description))
     os.chmod(path, 0o644)

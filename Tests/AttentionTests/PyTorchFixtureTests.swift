@@ -102,6 +102,37 @@ final class PyTorchFixtureTests: XCTestCase {
         }
     }
 
+    /// PyTorch's float64 autograd of `sum(dy · y)` (the fixtures' `grad.*` tensors) against both
+    /// kernels' pullbacks, flash also with small blocks, under ``Tolerance``.
+    func testBothKernelsMatchPyTorchAutograd() throws {
+        for fixture in try Self.loadFixtures() {
+            let prefix = fixture.metadata("prefix") ?? ""
+            var model = try MultiHeadAttention(config: fixture.config, seed: 0)
+            try model.loadWeights(from: fixture.file, prefix: prefix)
+            let x = try fixture.file.tensor("input")
+            let mask = fixture.file.contains("mask") ? try fixture.file.tensor("mask") : nil
+            let dy = try fixture.file.tensor("dy")
+            var smallBlocks = model
+            smallBlocks.flashBlockSizes = FlashBlockSizes(queryBlock: 4, keyBlock: 8)
+            for (kernelName, layer, kernel) in [("flash", model, AttentionKernel.flash),
+                                                ("reference", model, .reference),
+                                                ("flash 4×8 blocks", smallBlocks, .flash)] {
+                let grads = try layer.forwardWithPullback(x, mask: mask, kernel: kernel).pullback(dy)
+                let label = "\(fixture.name), \(kernelName)"
+                assertClose(grads.input.scalars, try fixture.file.tensor("grad.input").scalars, "\(label): dx")
+                for parameter in AttentionParameter.allCases {
+                    let name = "grad." + parameter.stateDictName
+                    guard fixture.file.contains(name) else {
+                        XCTAssertNil(grads[parameter], "\(label): \(parameter) has no PyTorch gradient")
+                        continue
+                    }
+                    let gradient = try XCTUnwrap(grads[parameter], "\(label): \(parameter)")
+                    assertClose(gradient, try fixture.file.tensor(name), "\(label): d\(parameter.stateDictName)")
+                }
+            }
+        }
+    }
+
     /// The fixtures have teeth: the wrong RoPE pairing, or the causal rule flipped, misses the
     /// expected output by more than 100× the bound of ``Tolerance``.
     ///
