@@ -78,6 +78,10 @@ struct AttentionProblem: @unchecked Sendable {
     var dropout: DropoutMask?
     /// `[batch, queryCount, nHeads * headDim]`, fully overwritten.
     var context: UnsafeMutablePointer<Float>
+    /// When set, the flash kernel also writes each row's log-sum-exp of its scores, natural
+    /// log, `[batch, nHeads, queryCount]`: `+∞` for a row that sees nothing and for padding
+    /// rows, so that `exp(s − L)` is 0 there (the backward recomputes `P` from it).
+    var logSumExp: UnsafeMutablePointer<Float>? = nil
 
     /// A problem whose batch rows all start at `queryFirstPosition` with `queryCount` real rows.
     init(

@@ -134,6 +134,10 @@ enum FlashAttention {
                         let head = kvHead * group + member
                         scratch.normalize(member, rows: end - first,
                                           into: problem.context + (batch * n + first) * ldq + head * d, stride: ldq)
+                        if let logSumExp = problem.logSumExp {
+                            scratch.storeLogSumExp(member, rows: end - first,
+                                                   into: logSumExp + (batch * problem.nHeads + head) * n + first)
+                        }
                     }
                 }
             }
@@ -220,6 +224,14 @@ enum FlashAttention {
             }
         }
 
+        /// `L = (m + log₂ l) · ln 2` per row (the scores are base 2), `+∞` for a row that saw nothing.
+        func storeLogSumExp(_ member: Int, rows: Int, into logSumExp: UnsafeMutablePointer<Float>) {
+            let rowMax = rowMax(member), rowSum = rowSum(member)
+            for i in 0..<rows {
+                logSumExp[i] = rowSum[i] == 0 ? .infinity : (rowMax[i] + log2(rowSum[i])) * FlashAttention.ln2
+            }
+        }
+
         /// Leaves `[m, l, O…]` per row of group member `member` for the split-KV merge.
         func store(_ member: Int, rows: Int, into partial: UnsafeMutablePointer<Float>) {
             let d = headDim, accumulator = accumulator(member)
@@ -254,8 +266,10 @@ enum FlashAttention {
                         }
                         let maximum = parts.reduce(-Float.infinity) { $1[0].isNaN || $1[0] > $0 ? $1[0] : $0 }
                         let out = problem.context + (batch * n + first + i) * ldq + head * d
+                        let logSumExp = problem.logSumExp.map { $0 + (batch * problem.nHeads + head) * n + first + i }
                         guard maximum != -.infinity else {
                             out.update(repeating: 0, count: d)  // no chunk saw a key
+                            logSumExp?.pointee = .infinity
                             continue
                         }
                         merged.update(repeating: 0, count: d)
@@ -266,18 +280,26 @@ enum FlashAttention {
                             for e in 0..<d { merged[e] += part[2 + e] * weight }
                         }
                         Kernels.active.scale(merged, count: d, by: 1 / sum, into: out)
+                        logSumExp?.pointee = (maximum + log2(sum)) * ln2
                     }
                 }
             }
         }
     }
 
-    /// Padding query rows (past `queryCounts[b]`) attend to nothing: zeros.
+    /// Padding query rows (past `queryCounts[b]`) attend to nothing: zeros (log-sum-exp `+∞`).
     private static func zeroPaddingRows(_ problem: AttentionProblem) {
-        let width = problem.queryRowStride
-        for batch in 0..<problem.batch where problem.queryCounts[batch] < problem.queryCount {
-            let first = problem.context + (batch * problem.queryCount + problem.queryCounts[batch]) * width
-            first.update(repeating: 0, count: (problem.queryCount - problem.queryCounts[batch]) * width)
+        let width = problem.queryRowStride, n = problem.queryCount
+        for batch in 0..<problem.batch where problem.queryCounts[batch] < n {
+            let padding = problem.queryCounts[batch]..<n
+            let first = problem.context + (batch * n + padding.lowerBound) * width
+            first.update(repeating: 0, count: padding.count * width)
+            if let logSumExp = problem.logSumExp {
+                for head in 0..<problem.nHeads {
+                    (logSumExp + (batch * problem.nHeads + head) * n + padding.lowerBound)
+                        .update(repeating: .infinity, count: padding.count)
+                }
+            }
         }
     }
 
@@ -467,6 +489,7 @@ enum FlashAttention {
 
     /// Scores are kept in base 2: `e^s = 2^(s·log₂e)`.
     static let log2e: Float = 1.442_695_04
+    static let ln2: Float = 0.693_147_18
 
     @inline(__always)
     static func roundUp(_ value: Int, to multiple: Int) -> Int {

@@ -7,7 +7,8 @@ import Synchronization
 ///     S = scale · Q·Kᵀ + mask (−∞ where a rule hides a key);  P = exp(S − L);  P̃ = P∘Z
 ///     dP̃ = dO·Vᵀ;  dS = P∘(dP̃∘Z − D)
 ///
-/// with `L` each row's log-sum-exp and `D_i = dO_i·O_i`, both computed once per row first, and
+/// with `L` each row's log-sum-exp (kept by the flash forward, or computed here in a first pass)
+/// and `D_i = dO_i·O_i`, computed once per row first, and
 ///
 /// - pass A, one item per (batch row, key/value head, segment, key block): over every query
 ///   head of the group and every query block in order, `dV += P̃ᵀ·dO` and `dK += scale · dSᵀ·Q`
@@ -42,15 +43,20 @@ enum FlashBackward {
         let statistics = RowStatistics(count: problem.batch * problem.nHeads * n)
         defer { statistics.deallocate() }
 
+        if let forwardLogSumExp = gradients.logSumExp {
+            statistics.logSumExp.update(from: forwardLogSumExp, count: problem.batch * problem.nHeads * n)
+        }
+        let computesLogSumExp = gradients.logSumExp == nil
         BLAS.withSingleThreadedCalls {
-            // L and D per (batch row, head, query).
+            // L (unless the forward kept it) and D per (batch row, head, query).
             let rowItems = problem.batch * problem.nHeads * queryBlocks
             forEachItem(rowItems, workers: workers, bq: bq, bk: bk) { item, scratch in
                 let (bh, block) = item.quotientAndRemainder(dividingBy: queryBlocks)
                 let b = bh / problem.nHeads, h = bh % problem.nHeads
                 let queries = (block * bq)..<min(n, (block + 1) * bq)
                 rowStatistics(problem, batch: b, head: h, queries: queries, buffers: gradients,
-                              statistics: statistics, scratch: scratch, keyBlock: bk)
+                              statistics: statistics, computesLogSumExp: computesLogSumExp, scratch: scratch,
+                              keyBlock: bk)
             }
 
             // Pass A: dK, dV per key block.
@@ -173,12 +179,13 @@ enum FlashBackward {
 
     private static func rowStatistics(
         _ problem: AttentionProblem, batch b: Int, head h: Int, queries: Range<Int>,
-        buffers gradients: AttentionBackwardBuffers, statistics: RowStatistics, scratch: Scratch, keyBlock bk: Int
+        buffers gradients: AttentionBackwardBuffers, statistics: RowStatistics, computesLogSumExp: Bool,
+        scratch: Scratch, keyBlock bk: Int
     ) {
         let n = problem.queryCount, d = problem.headDim, ldq = problem.queryRowStride
         var maxima = [Float](repeating: -.infinity, count: queries.count)
         var sums = [Float](repeating: 0, count: queries.count)
-        for segment in problem.segments[b] {
+        for segment in problem.segments[b] where computesLogSumExp {
             for start in stride(from: 0, to: segment.rowCount, by: bk) {
                 let keys = start..<min(segment.rowCount, start + bk)
                 scores(problem, batch: b, head: h, queries: queries, segment: segment, keys: keys, scratch: scratch)
@@ -197,7 +204,9 @@ enum FlashBackward {
         }
         for (r, i) in queries.enumerated() {
             let index = (b * problem.nHeads + h) * n + i
-            statistics.logSumExp[index] = sums[r] > 0 ? maxima[r] + log(sums[r]) : .infinity
+            if computesLogSumExp {
+                statistics.logSumExp[index] = sums[r] > 0 ? maxima[r] + log(sums[r]) : .infinity
+            }
             let o = gradients.context + (b * n + i) * ldq + h * d, dO = gradients.contextGradient + (b * n + i) * ldq + h * d
             var dot: Float = 0
             for e in 0..<d { dot += o[e] * dO[e] }

@@ -57,90 +57,80 @@ extension MultiHeadAttention {
     ///   once (the same `dy` gives the same gradients, bit for bit, for every worker count) and
     ///   from any thread. Each call runs the chosen kernel's backward: ``AttentionKernel/flash``
     ///   never stores an `N × N` matrix, ``AttentionKernel/reference`` materialises the scores.
-    ///   For now the pullback recomputes the forward's activations rather than keeping them.
+    ///   The forward's post-RoPE queries, keys and values, its context and (flash) each row's
+    ///   log-sum-exp are kept for the pullback: `O(N)` memory, nothing `N × N`.
     /// - Throws: what `forward` throws; the pullback throws ``AttentionError/invalidInput(_:)``
     ///   for a `dy` whose shape is not `x`'s or that holds NaN or ±∞.
     public func forwardWithPullback(
         _ x: Tensor, mask: Tensor? = nil, training: Bool = false, dropoutSeed: UInt64? = nil,
         kernel: AttentionKernel? = nil
     ) throws -> (output: Tensor, pullback: @Sendable (Tensor) throws -> AttentionGradients) {
-        let seed = dropoutSeed ?? UInt64.random(in: .min ... .max)
-        let kernel = kernel ?? (config.useFlashAttention ? .flash : .reference)
-        let output = try forward(x, mask: mask, training: training, dropoutSeed: seed, kernel: kernel)
+        let saved = try savedForward(x, mask: mask, training: training,
+                                     dropoutSeed: dropoutSeed ?? UInt64.random(in: .min ... .max),
+                                     kernel: kernel ?? (config.useFlashAttention ? .flash : .reference))
         let layer = self
-        return (output, { dy in
-            let gradients = try layer.layerGradients(x, mask: mask, training: training, dropoutSeed: seed, dy: dy,
-                                                     kernel: kernel).gradients
-            return try AttentionGradients(gradients, layer: layer, inputShape: x.shape)
+        return (saved.output, { dy in
+            try AttentionGradients(try layer.gradients(of: saved, dy: dy), layer: layer, inputShape: x.shape)
         })
     }
 
-    /// The forward pass with `kernel`, then that kernel's backward (``ReferenceBackward``,
-    /// ``FlashBackward``; DESIGN.md §3b), in the reverse order of the stages:
-    ///
-    ///     dWo = dyᵀ · context;   dcontext = dy · Wo
-    ///     dQ, dK, dV (post-RoPE) from the kernel's backward; the sinks' dK, dV summed
-    ///     over batch rows
-    ///     dQ, dK ← inverse RoPE at the same positions (sinks at 0..<S)
-    ///     dWq = dQᵀ·x;  dWk = dKᵀ·x + dK_sinkᵀ·sinks;  dWv likewise
-    ///     dx = dQ·Wq + dK·Wk + dV·Wv;  dsinks = dK_sink·Wk + dV_sink·Wv
-    ///
-    /// - Parameters: as ``forward(_:mask:training:dropoutSeed:kernel:)``, whose output this returns
-    ///   bit for bit; `dy` `[batch, seq, dModel]`.
+    /// ``savedForward(_:mask:training:dropoutSeed:kernel:)`` then ``gradients(of:dy:)``.
     func layerGradients(
         _ x: Tensor, mask: Tensor?, training: Bool, dropoutSeed: UInt64, dy: Tensor, kernel: AttentionKernel
     ) throws -> (output: Tensor, gradients: LayerGradients) {
+        let saved = try savedForward(x, mask: mask, training: training, dropoutSeed: dropoutSeed, kernel: kernel)
+        return (saved.output, try gradients(of: saved, dy: dy))
+    }
+
+    /// What a forward keeps for its pullback.
+    struct SavedForward: Sendable {
+        let x: Tensor
+        let mask: ValidatedMask?
+        let dropout: DropoutMask?
+        let kernel: AttentionKernel
+        let batch: Int, seq: Int
+        /// Post-RoPE queries `[batch · seq, nHeads · headDim]`; keys (post-RoPE) and values.
+        let queries: AlignedBuffer
+        let tokens: ProjectedKeyValues
+        /// The kernel's output `[batch · seq, nHeads · headDim]`.
+        let context: AlignedBuffer
+        /// The flash kernel's row log-sum-exp, `[batch, nHeads, seq]`; `nil` for the reference kernel.
+        let logSumExp: AlignedBuffer?
+        let output: Tensor
+    }
+
+    /// The forward pass with `kernel`, keeping what ``gradients(of:dy:)`` needs; its output is
+    /// ``forward(_:mask:training:dropoutSeed:kernel:)``'s, bit for bit.
+    func savedForward(
+        _ x: Tensor, mask: Tensor?, training: Bool, dropoutSeed: UInt64, kernel: AttentionKernel
+    ) throws -> SavedForward {
         let (batch, n) = try validateInput(x, extraKeys: 0)
         let validatedMask = try mask.map {
             ValidatedMask(tensor: $0, layout: try MaskLayout.validate(
                 $0, batch: batch, heads: config.nHeads, queryCount: n, sinkCount: config.numSinks))
         }
-        guard dy.shape == x.shape else {
-            throw AttentionError.invalidInput("dy shape \(dy.shape) must equal the shape of x, \(x.shape)")
-        }
-        try Self.requireFinite(dy, name: "dy")
-
         let dm = config.dModel, rows = batch * n, s = config.numSinks
-        let h = config.nHeads, hkv = config.numKVHeads, hd = config.headDim, kvWidth = hkv * hd
+        let h = config.nHeads, hkv = config.numKVHeads, hd = config.headDim
         let dropout = training && config.dropout > 0
             ? DropoutMask(probability: config.dropout, seed: dropoutSeed) : nil
-        let positions = Array(repeating: s, count: batch)
-        let tokenCounts = Array(repeating: n, count: batch)
+        let positions = Array(repeating: s, count: batch), tokenCounts = Array(repeating: n, count: batch)
         guard rows > 0 else {
-            return (Tensor(zeros: x.shape), LayerGradients(
-                input: [], qProj: [Float](repeating: 0, count: qProj.count), kProj: [Float](repeating: 0, count: kProj.count),
-                vProj: [Float](repeating: 0, count: vProj.count), outProj: [Float](repeating: 0, count: outProj.count),
-                sinkStates: sinkStates.map { [Float](repeating: 0, count: $0.count) }))
+            return SavedForward(x: x, mask: validatedMask, dropout: dropout, kernel: kernel, batch: batch, seq: n,
+                                queries: AlignedBuffer(zeros: 0), tokens: ProjectedKeyValues(rows: 0, width: hkv * hd),
+                                context: AlignedBuffer(zeros: 0), logSumExp: nil, output: Tensor(zeros: x.shape))
         }
-
         let (queries, tokens) = projectTokens(x, batch: batch, seq: n, positions: positions)
         let segments = keySegments(tokens: tokens, seq: n, tokenCounts: tokenCounts, positions: positions,
                                    cache: nil, coversSinks: validatedMask?.layout.coversSinks == true)
         var context = AlignedBuffer(zeros: rows * dm)
+        var logSumExp = kernel == .flash ? AlignedBuffer(zeros: batch * h * n) : nil
         var problem = AttentionProblem(
             batch: batch, queryCount: n, nHeads: h, numKVHeads: hkv, headDim: hd, queries: queries.pointer,
             queryFirstPositions: positions, queryCounts: tokenCounts, segments: segments, mask: nil,
             isCausal: config.isCausal, window: nil, scale: scale, dropout: dropout, context: context.mutablePointer)
+        problem.logSumExp = logSumExp?.mutablePointer
         var output = [Float](repeating: 0, count: rows * dm)
-        var dContext = AlignedBuffer(zeros: rows * dm)
-        var dQueries = AlignedBuffer(zeros: rows * dm)
-        // Per batch row: [sinks, tokens]; the sinks' buffers are summed below.
-        var dKeys = (0..<batch).map { _ in segments[0].map { AlignedBuffer(zeros: $0.rowCount * kvWidth) } }
-        var dValues = dKeys.map { $0.map { AlignedBuffer(zeros: $0.count) } }
-        var gradients = LayerGradients(
-            input: [Float](repeating: 0, count: rows * dm), qProj: [Float](repeating: 0, count: qProj.count),
-            kProj: [Float](repeating: 0, count: kProj.count), vProj: [Float](repeating: 0, count: vProj.count),
-            outProj: [Float](repeating: 0, count: outProj.count),
-            sinkStates: sinkStates.map { [Float](repeating: 0, count: $0.count) })
-
-        let kernelWorkers = kernelWorkerCount ?? FlashAttention.defaultWorkerCount
-        let dKeyPointers = dKeys.indices.map { b in dKeys[b].indices.map { dKeys[b][$0].mutablePointer } }
-        let dValuePointers = dValues.indices.map { b in dValues[b].indices.map { dValues[b][$0].mutablePointer } }
-        let buffers = AttentionBackwardBuffers(
-            contextGradient: dContext.pointer, context: context.pointer, queries: dQueries.mutablePointer, keys: dKeyPointers,
-            values: dValuePointers)
-        let dContextPointer = dContext.mutablePointer
-        withExtendedLifetime((queries, tokens, projectedSinks, context, dContext, dQueries, dKeys, dValues)) {
+        withExtendedLifetime((queries, tokens, projectedSinks, context, logSumExp)) {
             validatedMask.withAdditiveMask { additiveMask in
                 problem.mask = additiveMask
                 problem.run(kernelOptions(kernel))
@@ -150,21 +140,75 @@ extension MultiHeadAttention {
                 Projections.apply(context.pointer, rows: rows, weights: [outProj], into: [output.baseAddress!],
                                   workers: projectionWorkers)
             }
+        }
+        return SavedForward(x: x, mask: validatedMask, dropout: dropout, kernel: kernel, batch: batch, seq: n,
+                            queries: queries, tokens: tokens, context: context, logSumExp: logSumExp,
+                            output: try Tensor(shape: x.shape, scalars: output))
+    }
+
+    /// The backward of a ``SavedForward`` (DESIGN.md §3b), in the reverse order of the stages:
+    ///
+    ///     dWo = dyᵀ · context;   dcontext = dy · Wo
+    ///     dQ, dK, dV (post-RoPE) from the kernel's backward (``ReferenceBackward``,
+    ///     ``FlashBackward``); the sinks' dK, dV summed over batch rows
+    ///     dQ, dK ← inverse RoPE at the same positions (sinks at 0..<S)
+    ///     dWq = dQᵀ·x;  dWk = dKᵀ·x + dK_sinkᵀ·sinks;  dWv likewise
+    ///     dx = dQ·Wq + dK·Wk + dV·Wv;  dsinks = dK_sink·Wk + dV_sink·Wv
+    ///
+    /// - Throws: ``AttentionError/invalidInput(_:)`` when `dy` is not shaped like `x` or holds
+    ///   NaN or ±∞.
+    func gradients(of saved: SavedForward, dy: Tensor) throws -> LayerGradients {
+        let x = saved.x
+        guard dy.shape == x.shape else {
+            throw AttentionError.invalidInput("dy shape \(dy.shape) must equal the shape of x, \(x.shape)")
+        }
+        try Self.requireFinite(dy, name: "dy")
+        let batch = saved.batch, n = saved.seq
+        let dm = config.dModel, rows = batch * n, s = config.numSinks
+        let h = config.nHeads, hkv = config.numKVHeads, hd = config.headDim, kvWidth = hkv * hd
+        var gradients = LayerGradients(
+            input: [Float](repeating: 0, count: rows * dm), qProj: [Float](repeating: 0, count: qProj.count),
+            kProj: [Float](repeating: 0, count: kProj.count), vProj: [Float](repeating: 0, count: vProj.count),
+            outProj: [Float](repeating: 0, count: outProj.count),
+            sinkStates: sinkStates.map { [Float](repeating: 0, count: $0.count) })
+        guard rows > 0 else { return gradients }
+
+        let positions = Array(repeating: s, count: batch), tokenCounts = Array(repeating: n, count: batch)
+        let segments = keySegments(tokens: saved.tokens, seq: n, tokenCounts: tokenCounts, positions: positions,
+                                   cache: nil, coversSinks: saved.mask?.layout.coversSinks == true)
+        var problem = AttentionProblem(
+            batch: batch, queryCount: n, nHeads: h, numKVHeads: hkv, headDim: hd, queries: saved.queries.pointer,
+            queryFirstPositions: positions, queryCounts: tokenCounts, segments: segments, mask: nil,
+            isCausal: config.isCausal, window: nil, scale: scale, dropout: saved.dropout,
+            context: UnsafeMutablePointer(mutating: saved.context.pointer))
+        var dContext = AlignedBuffer(zeros: rows * dm)
+        var dQueries = AlignedBuffer(zeros: rows * dm)
+        // Per batch row: [sinks, tokens]; the sinks' buffers are summed below.
+        var dKeys = (0..<batch).map { _ in segments[0].map { AlignedBuffer(zeros: $0.rowCount * kvWidth) } }
+        var dValues = dKeys.map { $0.map { AlignedBuffer(zeros: $0.count) } }
+        let kernelWorkers = kernelWorkerCount ?? FlashAttention.defaultWorkerCount
+        let dKeyPointers = dKeys.indices.map { b in dKeys[b].indices.map { dKeys[b][$0].mutablePointer } }
+        let dValuePointers = dValues.indices.map { b in dValues[b].indices.map { dValues[b][$0].mutablePointer } }
+        let buffers = AttentionBackwardBuffers(
+            contextGradient: dContext.pointer, context: saved.context.pointer, logSumExp: saved.logSumExp?.pointer,
+            queries: dQueries.mutablePointer, keys: dKeyPointers, values: dValuePointers)
+        let dContextPointer = dContext.mutablePointer
+        withExtendedLifetime((saved, projectedSinks, dContext, dQueries, dKeys, dValues)) {
             BLAS.withSingleThreadedCalls {
                 dy.scalars.withUnsafeBufferPointer { dy in
                     outProj.scalars.withUnsafeBufferPointer { wo in
                         let dy = dy.baseAddress!, wo = wo.baseAddress!
                         gradients.outProj.withUnsafeMutableBufferPointer { dWo in
                             BLAS.gemm(transposeA: true, m: dm, n: dm, k: rows, a: dy, lda: dm,
-                                      b: context.pointer, ldb: dm, c: dWo.baseAddress!, ldc: dm)
+                                      b: saved.context.pointer, ldb: dm, c: dWo.baseAddress!, ldc: dm)
                         }
                         BLAS.gemm(m: rows, n: dm, k: dm, a: dy, lda: dm, b: wo, ldb: dm, c: dContextPointer, ldc: dm)
                     }
                 }
             }
-            validatedMask.withAdditiveMask { additiveMask in
+            saved.mask.withAdditiveMask { additiveMask in
                 problem.mask = additiveMask
-                switch kernel {
+                switch saved.kernel {
                 case .reference:
                     ReferenceBackward.run(problem, buffers: buffers, workers: kernelWorkers)
                 case .flash:
@@ -243,6 +287,6 @@ extension MultiHeadAttention {
                 addInputGradient(&gradients.sinkStates!, sinkValues, weight: vProj, inputRows: s)
             }
         }
-        return (try Tensor(shape: x.shape, scalars: output), gradients)
+        return gradients
     }
 }
