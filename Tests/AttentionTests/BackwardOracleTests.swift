@@ -260,6 +260,24 @@ final class PullbackTests: XCTestCase {
         XCTAssertNil(try plain.forwardWithPullback(x).pullback(dy)[.sinkStates], "no sinks, no sink gradient")
     }
 
+    /// An empty batch or sequence: an empty output and zero gradients, no trap.
+    func testEmptyInputsGiveZeroGradients() throws {
+        let config = try AttentionConfig(dModel: 8, nHeads: 2, useAttentionSinks: true, numAttentionSinks: 2)
+        let model = try MultiHeadAttention(config: config, seed: 71)
+        for shape in [[0, 3, 8], [2, 0, 8]] {
+            for kernel in AttentionKernel.allCases {
+                let (y, pullback) = try model.forwardWithPullback(Tensor(zeros: shape), kernel: kernel)
+                XCTAssertEqual(y.shape, shape)
+                let grads = try pullback(Tensor(zeros: shape))
+                XCTAssertEqual(grads.input.shape, shape)
+                for parameter in AttentionParameter.allCases {
+                    let gradient = try XCTUnwrap(grads[parameter], "\(shape), \(kernel): \(parameter)")
+                    XCTAssertTrue(gradient.scalars.allSatisfy { $0 == 0 }, "\(shape), \(kernel): \(parameter)")
+                }
+            }
+        }
+    }
+
     /// A drawn seed is reused: two calls, and a call from another thread, give the same bits.
     func testPullbackIsRepeatableAndCallableFromAnotherThread() throws {
         let config = try AttentionConfig(dModel: 16, nHeads: 2, dropout: 0.3)
