@@ -109,6 +109,9 @@ public struct AttentionBenchCommand: ParsableCommand {
     @Flag(help: "Time decoding: one token per call against a KV cache of each --seq length, key split off and on (see below); with --attention-only, the kernel rows alone.")
     public var decode = false
 
+    @Flag(help: "Time training steps: each call is the layer's forwardWithPullback and its pullback of a fixed dy (flops: 14·B·H·D·V for attention, 3× the projections).")
+    public var backward = false
+
     @Option(help: "table, csv or json.")
     public var format = OutputFormat.table
 
@@ -167,6 +170,9 @@ public struct AttentionBenchCommand: ParsableCommand {
         } else if rope ?? true, (dModel / heads) % 2 != 0 {
             throw ValidationError("head dim (--d-model / --heads = \(dModel / heads)) must be even with RoPE; pass --no-rope")
         }
+        if backward, attentionOnly || decode {
+            throw ValidationError("--backward times the layer's forward and backward; --attention-only and --decode do not apply")
+        }
         if decode, kernel == .reference {
             throw ValidationError("--decode times the flash kernel (the key split is the flash kernel's); --kernel reference does not apply")
         }
@@ -201,7 +207,7 @@ public struct AttentionBenchCommand: ParsableCommand {
             kernels: decode ? [.flash] : kernel.kernels,
             iterations: iterations ?? (decode ? 50 : 10), warmup: warmup ?? (decode ? 5 : 1),
             maxSeconds: decode ? 0 : maxSeconds, sgemmSize: sgemmSize, seed: 42,
-            decode: decode ? DecodeSettings(keyChunksPerThread: 4) : nil)
+            decode: decode ? DecodeSettings(keyChunksPerThread: 4) : nil, backward: backward ? true : nil)
     }
 
     public mutating func run() throws {

@@ -193,7 +193,9 @@ extension BenchReport {
         if let decode { return decodeTable(decode, reportRSS: reportRSS) }
         let w = workload
         var out: [String] = []
-        let what = w.mode == .forward
+        let what = w.timesBackward
+            ? "MultiHeadAttention.forwardWithPullback + pullback (forward and backward of the whole layer)"
+            : w.mode == .forward
             ? "MultiHeadAttention.forward (projections + RoPE + sinks + attention)"
             : "scaledDotProductAttention (attention kernel alone)"
         out.append("attention-bench: \(what)")
@@ -238,7 +240,9 @@ extension BenchReport {
         }
         out.append("")
         let fewest = w.threadCounts.min() ?? 1
-        out.append("GF/s counts \(w.mode == .forward ? "projections + " : "")4·B·H·D·(visible scores) flops (see --help); "
+        let counted = w.timesBackward ? "3 × projections + 14·B·H·D·(visible scores)"
+            : (w.mode == .forward ? "projections + " : "") + "4·B·H·D·(visible scores)"
+        out.append("GF/s counts \(counted) flops (see --help); "
                    + "speed-up is over \(fewest) thread\(fewest == 1 ? "" : "s"); flash vs ref = reference time / flash time.")
         out += memoryLines(what: "seq", baselineNote: " (inputs, weights, output allocated)", reportRSS: reportRSS)
         return out.joined(separator: "\n") + "\n"

@@ -93,6 +93,15 @@ public struct BenchRunner {
             let layer = try MultiHeadAttention(config: try w.attentionConfig(), seed: w.seed)
             let x = try Tensor(shape: [w.batch, n, w.dModel],
                                scalars: Self.uniformScalars(count: w.batch * n * w.dModel, seed: w.seed &+ 1))
+            if w.timesBackward {
+                let dy = try Tensor(shape: x.shape, scalars: Self.uniformScalars(count: x.count, seed: w.seed &+ 2))
+                return Subject { kernel, threads in
+                    var layer = layer
+                    layer.kernelWorkerCount = threads
+                    let (_, pullback) = try layer.forwardWithPullback(x, kernel: kernel.attentionKernel)
+                    _ = try pullback(dy)
+                }
+            }
             return Subject { kernel, threads in
                 var layer = layer
                 layer.kernelWorkerCount = threads

@@ -46,12 +46,19 @@ public struct Workload: Sendable, Equatable, Codable {
     /// sequence lengths are cache lengths, and each timed call is one token against them; see
     /// ``DecodeSettings``. (Optional so that the JSON of a prefill run has no such key.)
     public var decode: DecodeSettings?
+    /// `true` (`--backward`): each call is the layer's forward and its pullback
+    /// (`forwardWithPullback`, then the pullback of a fixed `dy`). Optional so that the JSON of
+    /// a forward-only run has no such key.
+    public var backward: Bool?
+
+    /// Whether calls include the backward pass.
+    public var timesBackward: Bool { backward == true }
 
     public init(
         mode: Mode, batch: Int, dModel: Int, heads: Int, kvHeads: Int, sinks: Int, rope: Bool,
         causal: Bool, sequenceLengths: [Int], threadCounts: [Int], kernels: [BenchKernel],
         iterations: Int, warmup: Int, maxSeconds: Double, sgemmSize: Int, seed: UInt64,
-        decode: DecodeSettings? = nil
+        decode: DecodeSettings? = nil, backward: Bool? = nil
     ) {
         self.mode = mode
         self.batch = batch
@@ -70,6 +77,7 @@ public struct Workload: Sendable, Equatable, Codable {
         self.sgemmSize = sgemmSize
         self.seed = seed
         self.decode = decode
+        self.backward = backward
     }
 
     public var headDim: Int { dModel / heads }
@@ -88,13 +96,16 @@ public struct Workload: Sendable, Equatable, Codable {
     ///     projections = 2·B·N·dModel·(dModel + 2·kvDim + dModel) + 2·S·dModel·2·kvDim
     ///
     /// `.forward` counts both; `.attentionOnly` counts the attention term alone. RoPE, masking
-    /// and softmax are not counted.
+    /// and softmax are not counted. With ``backward``, the backward adds `10·B·H·D·visibleScores`
+    /// for attention (dV, dP, dQ, dK: `P̃ᵀ·dO`, `dO·Vᵀ`, `dS·K`, `dSᵀ·Q`, and recomputing `Q·Kᵀ`)
+    /// and twice the projections (the weights' and the inputs' gradients).
     public func flops(sequenceLength n: Int) -> Double {
-        let attention = 4 * Double(batch * heads * headDim) * visibleScores(sequenceLength: n)
+        let perScore = timesBackward ? 14.0 : 4.0
+        let attention = perScore * Double(batch * heads * headDim) * visibleScores(sequenceLength: n)
         guard mode == .forward else { return attention }
         let tokens = 2 * Double(batch * n) * Double(dModel) * Double(dModel + 2 * kvDim + dModel)
         let sinkProjections = 2 * Double(sinks) * Double(dModel) * Double(2 * kvDim)
-        return tokens + sinkProjections + attention
+        return (tokens + sinkProjections) * (timesBackward ? 3 : 1) + attention
     }
 
     /// The layer configuration `.forward` runs.

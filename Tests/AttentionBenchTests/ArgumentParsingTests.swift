@@ -123,6 +123,9 @@ final class ArgumentParsingTests: XCTestCase {
         }
         // The head-dim rule is RoPE's alone.
         XCTAssertNoThrow(try AttentionBenchCommand.parse(["--d-model", "36", "--heads", "12", "--no-rope"]))
+        for other in ["--attention-only", "--decode"] {
+            assertRejected(["--backward", other], containing: ["--backward times the layer's forward and backward"])
+        }
     }
 
     func testBadArgumentsExitNonZeroWithOneLine() throws {
@@ -150,6 +153,13 @@ final class ArgumentParsingTests: XCTestCase {
         w.mode = .attentionOnly
         w.sinks = 0
         XCTAssertEqual(w.flops(sequenceLength: 10), 4 * b * h * d * n * n)
+
+        // --backward: 14 flops per visible score and head element, three times the projections.
+        let training = try AttentionBenchCommand.parse(["--d-model", "64", "--heads", "4", "--kv-heads", "2",
+                                                        "--sinks", "3", "--backward"]).workload
+        XCTAssertEqual(training.backward, true)
+        XCTAssertEqual(training.flops(sequenceLength: 10), 14 * b * h * d * causalScores + 3 * projections)
+        XCTAssertNil(try AttentionBenchCommand.parse([]).workload.backward, "no key in a forward run's JSON")
     }
 
     /// Runs `body` with file descriptor 2 pointing into `pipe`, then restores it.

@@ -13,6 +13,18 @@ final class TinyRunTests: XCTestCase {
                  iterations: 2, warmup: 1, maxSeconds: 0, sgemmSize: 32, seed: 1)
     }
 
+    /// `--backward`: every row is a training step of one kernel, timed and finite.
+    func testTinyBackwardRunTimesBothKernels() throws {
+        var workload = tinyWorkload()
+        workload.backward = true
+        let report = try BenchRunner(workload: workload).run()
+        XCTAssertEqual(report.results.count, 2 * 2 * 2, "seqs × threads × kernels")
+        for row in report.results {
+            XCTAssertTrue(row.medianMs > 0 && row.gflops.isFinite && row.gflops > 0, "\(row)")
+        }
+        XCTAssertTrue(report.table().contains("forwardWithPullback"))
+    }
+
     func testTinyRunProducesWellFormedCSV() throws {
         let report = try BenchRunner(workload: tinyWorkload()).run()
         let rows = csvRows(report)
