@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 
 /// The flash kernel's backward pass (FlashAttention-2, DESIGN.md §3b), blocked so that nothing
 /// `N × N` is ever stored: per (query block, key block) it recomputes
@@ -28,15 +27,8 @@ enum FlashBackward {
     static func run(
         _ problem: AttentionProblem, buffers gradients: AttentionBackwardBuffers, blocks: FlashBlockSizes, workers: Int
     ) {
-        let n = problem.queryCount, d = problem.headDim, ldq = problem.queryRowStride
-        let kvWidth = problem.numKVHeads * d
-        for b in 0..<problem.batch {
-            for (s, segment) in problem.segments[b].enumerated() {
-                gradients.keys[b][s].update(repeating: 0, count: segment.rowCount * kvWidth)
-                gradients.values[b][s].update(repeating: 0, count: segment.rowCount * kvWidth)
-            }
-        }
-        gradients.queries.update(repeating: 0, count: problem.batch * n * ldq)
+        gradients.zeroGradients(of: problem)
+        let n = problem.queryCount
         guard n > 0 else { return }
         let bq = min(blocks.queryBlock, n), bk = blocks.keyBlock
         let queryBlocks = (n + bq - 1) / bq
@@ -120,7 +112,8 @@ enum FlashBackward {
         }
     }
 
-    /// Per-worker blocks: scores and weights `S`/`P`, and `dP̃`/`dS`, each `[queryBlock, keyBlock]`.
+    /// Per-worker blocks: scores and weights `S`/`P`, `dP̃`/`dS`, and `P̃`, each
+    /// `[queryBlock, keyBlock]` with row stride `keyBlock`.
     private struct Scratch {
         let scores: UnsafeMutablePointer<Float>
         let gradient: UnsafeMutablePointer<Float>
@@ -131,20 +124,9 @@ enum FlashBackward {
     private static func forEachItem(
         _ count: Int, workers: Int, bq: Int, bk: Int, _ body: @escaping @Sendable (Int, Scratch) -> Void
     ) {
-        let next = Atomic<Int>(0)
-        WorkerPool.run(count: min(max(1, workers), max(1, count))) { _ in
-            let scratch = Scratch(scores: .allocate(capacity: bq * bk), gradient: .allocate(capacity: bq * bk),
-                                  dropped: .allocate(capacity: bq * bk), keyBlock: bk)
-            defer {
-                scratch.scores.deallocate()
-                scratch.gradient.deallocate()
-                scratch.dropped.deallocate()
-            }
-            while true {
-                let item = next.wrappingAdd(1, ordering: .relaxed).oldValue
-                guard item < count else { return }
-                body(item, scratch)
-            }
+        let block = bq * bk
+        WorkerPool.forEach(count, workers: workers, scratchCount: 3 * block) { item, scratch in
+            body(item, Scratch(scores: scratch, gradient: scratch + block, dropped: scratch + 2 * block, keyBlock: bk))
         }
     }
 
@@ -243,16 +225,26 @@ enum FlashBackward {
         }
     }
 
+    /// ``weightsAndScoreGradient(_:batch:head:queries:segment:keys:buffers:statistics:scratch:)``
+    /// for a block that any real query may see; `false` (nothing computed) for one no query sees.
+    private static func prepareBlock(
+        _ problem: AttentionProblem, batch b: Int, head h: Int, queries: Range<Int>, segment: KeyValueSegment,
+        keys: Range<Int>, buffers gradients: AttentionBackwardBuffers, statistics: RowStatistics, scratch: Scratch
+    ) -> Bool {
+        guard isVisible(problem, batch: b, queries: queries, segment: segment, keys: keys) else { return false }
+        weightsAndScoreGradient(problem, batch: b, head: h, queries: queries, segment: segment, keys: keys,
+                                buffers: gradients, statistics: statistics, scratch: scratch)
+        return true
+    }
+
     private static func keyGradients(
         _ problem: AttentionProblem, batch b: Int, head h: Int, queries: Range<Int>, segmentIndex s: Int,
         keys: Range<Int>, buffers gradients: AttentionBackwardBuffers, statistics: RowStatistics, scratch: Scratch
     ) {
-        let segment = problem.segments[b][s]
-        guard isVisible(problem, batch: b, queries: queries, segment: segment, keys: keys) else { return }
+        guard prepareBlock(problem, batch: b, head: h, queries: queries, segment: problem.segments[b][s], keys: keys,
+                           buffers: gradients, statistics: statistics, scratch: scratch) else { return }
         let n = problem.queryCount, d = problem.headDim, ldq = problem.queryRowStride, ldk = scratch.keyBlock
         let kvWidth = problem.numKVHeads * d, kvHead = h / problem.groupSize
-        weightsAndScoreGradient(problem, batch: b, head: h, queries: queries, segment: segment, keys: keys,
-                                buffers: gradients, statistics: statistics, scratch: scratch)
         // dV += P̃ᵀ · dO;  dK += scale · dSᵀ · Q
         BLAS.gemm(transposeA: true, m: keys.count, n: d, k: queries.count, a: scratch.dropped, lda: ldk,
                   b: gradients.contextGradient + (b * n + queries.lowerBound) * ldq + h * d, ldb: ldq, beta: 1,
@@ -268,11 +260,10 @@ enum FlashBackward {
         keys: Range<Int>, buffers gradients: AttentionBackwardBuffers, statistics: RowStatistics, scratch: Scratch
     ) {
         let segment = problem.segments[b][s]
-        guard isVisible(problem, batch: b, queries: queries, segment: segment, keys: keys) else { return }
+        guard prepareBlock(problem, batch: b, head: h, queries: queries, segment: segment, keys: keys,
+                           buffers: gradients, statistics: statistics, scratch: scratch) else { return }
         let n = problem.queryCount, d = problem.headDim, ldq = problem.queryRowStride, ldk = scratch.keyBlock
         let kvHead = h / problem.groupSize
-        weightsAndScoreGradient(problem, batch: b, head: h, queries: queries, segment: segment, keys: keys,
-                                buffers: gradients, statistics: statistics, scratch: scratch)
         // dQ += scale · dS · K
         BLAS.gemm(m: queries.count, n: d, k: keys.count, alpha: problem.scale, a: scratch.gradient, lda: ldk,
                   b: segment.keys + keys.lowerBound * segment.rowStride + segment.headOffset(kvHead, headDim: d),

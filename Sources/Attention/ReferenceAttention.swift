@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 
 /// The reference kernel: materialises every score, then softmax, then `P·V`, reading like the
 /// math. It is the oracle the flash kernel is tested against.
@@ -20,18 +19,9 @@ enum ReferenceAttention {
         guard problem.queryCount > 0 else { return }
         let keyCounts = problem.segments.map { $0.reduce(0) { $0 + $1.rowCount } }
         let scoreCapacity = problem.queryCount * (keyCounts.max() ?? 0)
-        let itemCount = problem.batch * problem.nHeads
-        let next = Atomic<Int>(0)
-        WorkerPool.run(count: min(max(1, workers), itemCount)) { _ in
-            var scores = [Float](repeating: 0, count: scoreCapacity)
-            scores.withUnsafeMutableBufferPointer { scores in
-                while true {
-                    let item = next.wrappingAdd(1, ordering: .relaxed).oldValue
-                    guard item < itemCount else { return }
-                    attend(problem, batch: item / problem.nHeads, head: item % problem.nHeads,
-                           keyCount: keyCounts[item / problem.nHeads], scores: scores.baseAddress!)
-                }
-            }
+        WorkerPool.forEach(problem.batch * problem.nHeads, workers: workers, scratchCount: scoreCapacity) { item, scores in
+            attend(problem, batch: item / problem.nHeads, head: item % problem.nHeads,
+                   keyCount: keyCounts[item / problem.nHeads], scores: scores)
         }
     }
 

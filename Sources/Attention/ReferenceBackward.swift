@@ -1,5 +1,3 @@
-import Synchronization
-
 /// What one backward call (``ReferenceBackward``, ``FlashBackward``) reads besides the problem
 /// (dL/d context, the context) and where it writes its gradients, all fully overwritten.
 ///
@@ -21,6 +19,18 @@ struct AttentionBackwardBuffers: @unchecked Sendable {
     /// them is the caller's.
     var keys: [[UnsafeMutablePointer<Float>]]
     var values: [[UnsafeMutablePointer<Float>]]
+
+    /// Zeros in every gradient this call of `problem` writes, before the kernel adds into them.
+    func zeroGradients(of problem: AttentionProblem) {
+        let kvWidth = problem.numKVHeads * problem.headDim
+        for b in 0..<problem.batch {
+            for (s, segment) in problem.segments[b].enumerated() {
+                keys[b][s].update(repeating: 0, count: segment.rowCount * kvWidth)
+                values[b][s].update(repeating: 0, count: segment.rowCount * kvWidth)
+            }
+        }
+        queries.update(repeating: 0, count: problem.batch * problem.queryCount * problem.queryRowStride)
+    }
 }
 
 /// The reference kernel's backward pass: the readable, materialising oracle of the flash
@@ -39,36 +49,20 @@ struct AttentionBackwardBuffers: @unchecked Sendable {
 /// Extra memory per worker: two `[queryCount, keyCount]` matrices.
 enum ReferenceBackward {
     static func run(_ problem: AttentionProblem, buffers gradients: AttentionBackwardBuffers, workers: Int) {
-        let n = problem.queryCount, kvWidth = problem.numKVHeads * problem.headDim
-        for b in 0..<problem.batch {
-            for (s, segment) in problem.segments[b].enumerated() {
-                gradients.keys[b][s].update(repeating: 0, count: segment.rowCount * kvWidth)
-                gradients.values[b][s].update(repeating: 0, count: segment.rowCount * kvWidth)
-            }
-        }
-        gradients.queries.update(repeating: 0, count: problem.batch * n * problem.queryRowStride)
+        gradients.zeroGradients(of: problem)
+        let n = problem.queryCount
         guard n > 0 else { return }
         let keyCounts = problem.segments.map { $0.reduce(0) { $0 + $1.rowCount } }
         let capacity = n * (keyCounts.max() ?? 0)
-        let itemCount = problem.batch * problem.numKVHeads
-        let next = Atomic<Int>(0)
         BLAS.withSingleThreadedCalls {
-            WorkerPool.run(count: min(max(1, workers), itemCount)) { _ in
-                var weights = [Float](repeating: 0, count: capacity)
-                var gradient = [Float](repeating: 0, count: capacity)
-                weights.withUnsafeMutableBufferPointer { weights in
-                    gradient.withUnsafeMutableBufferPointer { gradient in
-                        while true {
-                            let item = next.wrappingAdd(1, ordering: .relaxed).oldValue
-                            guard item < itemCount else { return }
-                            let b = item / problem.numKVHeads, kvHead = item % problem.numKVHeads
-                            for member in 0..<problem.groupSize {
-                                differentiate(problem, batch: b, head: kvHead * problem.groupSize + member,
-                                              keyCount: keyCounts[b], buffers: gradients, weights: weights.baseAddress!,
-                                              gradient: gradient.baseAddress!)
-                            }
-                        }
-                    }
+            // Per worker: P, then P̃ / dP̃ / dS, each [queryCount, keyCount].
+            WorkerPool.forEach(problem.batch * problem.numKVHeads, workers: workers,
+                               scratchCount: 2 * capacity) { item, scratch in
+                let b = item / problem.numKVHeads, kvHead = item % problem.numKVHeads
+                for member in 0..<problem.groupSize {
+                    differentiate(problem, batch: b, head: kvHead * problem.groupSize + member,
+                                  keyCount: keyCounts[b], buffers: gradients, weights: scratch,
+                                  gradient: scratch + capacity)
                 }
             }
         }
@@ -101,7 +95,10 @@ enum ReferenceBackward {
         for i in 0..<n {
             let row = weights + i * keyCount
             guard i < problem.queryCounts[b] else {
-                row.update(repeating: 0, count: keyCount)  // padding query: attends to nothing
+                // Padding query: attends to nothing, so P and P̃ are 0 (the scratch holds an
+                // earlier item's rows otherwise).
+                row.update(repeating: 0, count: keyCount)
+                (gradient + i * keyCount).update(repeating: 0, count: keyCount)
                 continue
             }
             ReferenceAttention.maskRow(row, batch: b, head: h, query: i, segments: segments, problem: problem)

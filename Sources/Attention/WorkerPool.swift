@@ -89,13 +89,25 @@ final class WorkerPool: @unchecked Sendable {
     /// Runs `body(i)` for every `i` in `0..<count` on at most `workers` workers (the calling
     /// thread among them), each taking the next unclaimed index until none is left.
     static func forEach(_ count: Int, workers: Int, _ body: @escaping @Sendable (Int) -> Void) {
+        forEach(count, workers: workers, scratchCount: 0) { index, _ in body(index) }
+    }
+
+    /// ``forEach(_:workers:_:)`` with `scratchCount` floats of scratch per worker, allocated
+    /// once per worker and reused by every index it takes (uninitialised: `body` writes before
+    /// it reads).
+    static func forEach(
+        _ count: Int, workers: Int, scratchCount: Int,
+        _ body: @escaping @Sendable (_ index: Int, _ scratch: UnsafeMutablePointer<Float>) -> Void
+    ) {
         guard count > 0 else { return }
         let next = Atomic<Int>(0)
         run(count: min(max(1, workers), count)) { _ in
+            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: max(1, scratchCount))
+            defer { scratch.deallocate() }
             while true {
                 let index = next.wrappingAdd(1, ordering: .relaxed).oldValue
                 guard index < count else { return }
-                body(index)
+                body(index, scratch)
             }
         }
     }
