@@ -1,108 +1,191 @@
+import AttentionKernelInterface
 import Foundation
 
 /// The flash kernel's backward pass (FlashAttention-2, DESIGN.md §3b), blocked so that nothing
-/// `N × N` is ever stored: per (query block, key block) it recomputes
+/// `N × N` is ever stored. Per (query block, key block) it recomputes, in base 2 as the forward
+/// does,
 ///
 ///     S = scale · Q·Kᵀ + mask (−∞ where a rule hides a key);  P = exp(S − L);  P̃ = P∘Z
 ///     dP̃ = dO·Vᵀ;  dS = P∘(dP̃∘Z − D)
+///     dV += P̃ᵀ·dO;  dK += scale · dSᵀ·Q;  dQ += scale · dS·K
 ///
-/// with `L` each row's log-sum-exp (kept by the flash forward, or computed here in a first pass)
-/// and `D_i = dO_i·O_i`, computed once per row first, and
+/// with `L` each row's log-sum-exp, as the flash forward kept it (``AttentionProblem/logSumExp``,
+/// `[batch, nHeads, queryCount]`, `+∞` for rows that see nothing), and `D_i = dO_i·O_i`, computed
+/// once per row first: five block products per block pair, one `sgemm` each.
 ///
-/// - pass A, one item per (batch row, key/value head, segment, key block): over every query
-///   head of the group and every query block in order, `dV += P̃ᵀ·dO` and `dK += scale · dSᵀ·Q`
-///   into that key block's rows, which no other item writes;
-/// - pass B, one item per (batch row, query head, query block): over every key block in order,
-///   `dQ += scale · dS·K` into that block's rows.
+/// One work item per (batch row, key/value head, key chunk): the keys of a batch row (every
+/// segment in order) are cut into key blocks and the blocks into chunks of about equal work.
+/// An item walks its key blocks in order; for each, every query head of the group and every
+/// query block that can see it, in order. It alone writes its key blocks' `dK` and `dV`, so
+/// those need no reduction. Its `dQ` contributions go straight into `dQ` for chunk 0 and into
+/// a partial `dQ` of its own for the others, which are added to `dQ` afterwards in chunk order.
+/// Every sum runs in an order fixed by the shapes, never by the workers, so the gradients are
+/// bitwise identical for every worker count; the chunk count is chosen for the processors,
+/// as the forward's key split is (``KeySplit``).
 ///
-/// The sums run in a fixed order inside each item and no two items write the same element, so
-/// the gradients are bitwise identical for every worker count; a segment shared by several
-/// batch rows (the sinks) has one gradient buffer per row (``AttentionBackwardBuffers``). The
-/// block products are one-thread `sgemm`s; scratch per worker is a few `[queryBlock, keyBlock]`
-/// blocks.
+/// Extra memory: per worker two `[queryBlock, keyBlock]` blocks; `L` and `D` per row; and with
+/// `C` chunks, `C − 1` partial `dQ`s of `[queryCount, groupSize · headDim]` per (batch row, key/
+/// value head). `C` is 1 when batch × key/value heads alone give every processor two items.
 enum FlashBackward {
-    /// 64 queries × 64 keys: the score, weight and gradient blocks of a worker stay in L1/L2.
-    static let defaultBlocks = FlashBlockSizes(queryBlock: 64, keyBlock: 64)
+    /// 64 queries × 128 keys: the blocks of a worker stay in L1/L2, and the key-block products
+    /// (`k` = 64 query rows) and the `dQ` product (`k` = 128 keys) are large enough for sgemm.
+    static let defaultBlocks = FlashBlockSizes(queryBlock: 64, keyBlock: 128)
 
     static func run(
-        _ problem: AttentionProblem, buffers gradients: AttentionBackwardBuffers, blocks: FlashBlockSizes, workers: Int
+        _ problem: AttentionProblem, buffers gradients: AttentionBackwardBuffers, logSumExp: UnsafePointer<Float>,
+        blocks: FlashBlockSizes, keySplit: KeySplit = .automatic, workers: Int
     ) {
         gradients.zeroGradients(of: problem)
         let n = problem.queryCount
         guard n > 0 else { return }
-        let bq = min(blocks.queryBlock, n), bk = blocks.keyBlock
-        let queryBlocks = (n + bq - 1) / bq
-        let statistics = RowStatistics(count: problem.batch * problem.nHeads * n)
+        let bq = min(blocks.queryBlock, n)
+        let plan = Plan(problem, queryBlock: bq, keyBlock: blocks.keyBlock, keySplit: keySplit)
+        let statistics = RowStatistics(count: problem.batch * problem.nHeads * n, forwardLogSumExp: logSumExp)
         defer { statistics.deallocate() }
+        let partialWidth = problem.groupSize * problem.headDim
+        let partialCount = plan.chunks > 1 ? problem.batch * problem.numKVHeads * (plan.chunks - 1) * n * partialWidth : 0
+        let partials = PartialGradients(count: partialCount)
+        defer { partials.deallocate() }
+        let scratchCount = 2 * bq * plan.keyStride
 
-        if let forwardLogSumExp = gradients.logSumExp {
-            statistics.logSumExp.update(from: forwardLogSumExp, count: problem.batch * problem.nHeads * n)
-        }
-        let computesLogSumExp = gradients.logSumExp == nil
         BLAS.withSingleThreadedCalls {
-            // L (unless the forward kept it) and D per (batch row, head, query).
-            let rowItems = problem.batch * problem.nHeads * queryBlocks
-            forEachItem(rowItems, workers: workers, bq: bq, bk: bk) { item, scratch in
-                let (bh, block) = item.quotientAndRemainder(dividingBy: queryBlocks)
-                let b = bh / problem.nHeads, h = bh % problem.nHeads
-                let queries = (block * bq)..<min(n, (block + 1) * bq)
-                rowStatistics(problem, batch: b, head: h, queries: queries, buffers: gradients,
-                              statistics: statistics, computesLogSumExp: computesLogSumExp, scratch: scratch,
-                              keyBlock: bk)
+            // L in base 2 and D per (batch row, head, query).
+            WorkerPool.forEach(problem.batch * problem.nHeads * plan.queryBlocks, workers: workers) { item in
+                let (bh, block) = item.quotientAndRemainder(dividingBy: plan.queryBlocks)
+                rowStatistics(problem, batch: bh / problem.nHeads, head: bh % problem.nHeads,
+                              queries: plan.queries(block), buffers: gradients, statistics: statistics)
             }
 
-            // Pass A: dK, dV per key block.
-            let keyItems = KeyBlockItems(problem, keyBlock: bk)
-            forEachItem(keyItems.items.count, workers: workers, bq: bq, bk: bk) { index, scratch in
-                let item = keyItems.items[index]
-                for member in 0..<problem.groupSize {
-                    let h = item.kvHead * problem.groupSize + member
-                    for block in 0..<queryBlocks {
-                        let queries = (block * bq)..<min(n, (block + 1) * bq)
-                        keyGradients(problem, batch: item.batch, head: h, queries: queries, segmentIndex: item.segment,
-                                     keys: item.keys, buffers: gradients, statistics: statistics, scratch: scratch)
-                    }
-                }
-            }
-
-            // Pass B: dQ per query block.
-            forEachItem(rowItems, workers: workers, bq: bq, bk: bk) { item, scratch in
-                let (bh, block) = item.quotientAndRemainder(dividingBy: queryBlocks)
-                let b = bh / problem.nHeads, h = bh % problem.nHeads
-                let queries = (block * bq)..<min(n, (block + 1) * bq)
-                for (s, segment) in problem.segments[b].enumerated() {
-                    for start in stride(from: 0, to: segment.rowCount, by: bk) {
-                        queryGradients(problem, batch: b, head: h, queries: queries, segmentIndex: s,
-                                       keys: start..<min(segment.rowCount, start + bk), buffers: gradients,
-                                       statistics: statistics, scratch: scratch)
-                    }
-                }
-            }
-        }
-    }
-
-    /// Pass A's items in order: (batch row, key/value head, segment, key block).
-    private struct KeyBlockItems: Sendable {
-        var items: [(batch: Int, kvHead: Int, segment: Int, keys: Range<Int>)] = []
-        init(_ problem: AttentionProblem, keyBlock: Int) {
-            for b in 0..<problem.batch {
-                for g in 0..<problem.numKVHeads {
-                    for (s, segment) in problem.segments[b].enumerated() {
-                        for start in stride(from: 0, to: segment.rowCount, by: keyBlock) {
-                            items.append((b, g, s, start..<min(segment.rowCount, start + keyBlock)))
+            // dK, dV per key block; dQ per chunk.
+            WorkerPool.forEach(problem.batch * problem.numKVHeads * plan.chunks, workers: workers,
+                               scratchCount: scratchCount) { item, scratch in
+                let chunk = item % plan.chunks, bg = item / plan.chunks
+                let b = bg / problem.numKVHeads, kvHead = bg % problem.numKVHeads
+                let target: QueryGradientTarget = chunk == 0
+                    ? .direct
+                    : .partial(partials.base + ((bg * (plan.chunks - 1)) + chunk - 1) * n * partialWidth,
+                               rowStride: partialWidth)
+                for keyBlock in plan.keyBlocks[b][plan.chunkBlocks[b][chunk]] {
+                    for member in 0..<problem.groupSize {
+                        let h = kvHead * problem.groupSize + member
+                        for block in 0..<plan.queryBlocks {
+                            differentiateBlock(problem, plan: plan, batch: b, head: h, queries: plan.queries(block),
+                                               keyBlock: keyBlock, buffers: gradients, statistics: statistics,
+                                               queryGradient: target, scratch: scratch)
                         }
                     }
                 }
             }
+
+            // dQ += the partials of chunks 1, 2, … in order.
+            guard plan.chunks > 1 else { return }
+            WorkerPool.forEach(problem.batch * problem.numKVHeads * plan.queryBlocks, workers: workers) { item in
+                let (bg, block) = item.quotientAndRemainder(dividingBy: plan.queryBlocks)
+                let b = bg / problem.numKVHeads, kvHead = bg % problem.numKVHeads
+                let ldq = problem.queryRowStride
+                for i in plan.queries(block) {
+                    let dQ = gradients.queries + (b * n + i) * ldq + kvHead * partialWidth
+                    for chunk in 1..<plan.chunks {
+                        let partial = partials.base + ((bg * (plan.chunks - 1)) + chunk - 1) * n * partialWidth
+                            + i * partialWidth
+                        for e in 0..<partialWidth { dQ[e] += partial[e] }
+                    }
+                }
+            }
         }
     }
 
-    /// Each row's log-sum-exp `L` (natural log; +∞ for a row that sees nothing, so that its
-    /// `P = exp(S − L)` is 0) and `D = dO·O`, `[batch, nHeads, queryCount]`.
+    /// Where a work item adds `scale · dS·K`.
+    private enum QueryGradientTarget {
+        /// `dQ` itself (chunk 0).
+        case direct
+        /// A partial `[queryCount, groupSize · headDim]` of the item's own: query row `i`, group
+        /// member `m` at `base + i · rowStride + m · headDim`.
+        case partial(UnsafeMutablePointer<Float>, rowStride: Int)
+    }
+
+    /// One key block of one batch row: `keys` rows of `segments[b][segment]`.
+    struct KeyBlock {
+        var segment: Int
+        var keys: Range<Int>
+    }
+
+    /// The blocking of one backward call, from the shapes alone.
+    struct Plan: Sendable {
+        let queryCount: Int, queryBlock: Int, queryBlocks: Int
+        /// Row stride of the score and gradient blocks: the widest key block, in whole SIMD vectors.
+        let keyStride: Int
+        /// Per batch row, its key blocks in order (segments in order, each cut into blocks).
+        let keyBlocks: [[KeyBlock]]
+        /// Key chunks per batch row (every row the same count; a row with fewer key blocks has
+        /// empty chunks).
+        let chunks: Int
+        /// Per batch row, the key blocks of each chunk.
+        let chunkBlocks: [[Range<Int>]]
+
+        init(_ problem: AttentionProblem, queryBlock: Int, keyBlock: Int, keySplit: KeySplit) {
+            queryCount = problem.queryCount
+            self.queryBlock = queryBlock
+            queryBlocks = (queryCount + queryBlock - 1) / queryBlock
+            let maxKeys = problem.segments.map { $0.reduce(0) { $0 + $1.rowCount } }.max() ?? 0
+            let bk = max(1, min(keyBlock, maxKeys))
+            keyStride = FlashAttention.roundUp(bk, to: SoftmaxStep.vectorWidth)
+            keyBlocks = problem.segments.map { segments in
+                segments.indices.flatMap { s in
+                    stride(from: 0, to: segments[s].rowCount, by: bk).map {
+                        KeyBlock(segment: s, keys: $0..<min(segments[s].rowCount, $0 + bk))
+                    }
+                }
+            }
+            let mostBlocks = keyBlocks.map(\.count).max() ?? 0
+            switch keySplit {
+            case .never: chunks = 1
+            case .chunks(let count): chunks = max(1, min(count, mostBlocks))
+            case .automatic:
+                // Two items per processor (not per worker: the chunks fix the summation order).
+                let items = problem.batch * problem.numKVHeads
+                let processors = FlashAttention.defaultWorkerCount
+                chunks = items >= 2 * processors ? 1 : max(1, min((2 * processors + items - 1) / items, mostBlocks))
+            }
+            // Chunks of about equal work: a key block costs the query blocks that can see it.
+            var chunkBlocks: [[Range<Int>]] = []
+            let n = queryCount, blockCount = queryBlocks, chunks = chunks
+            for (b, blocks) in keyBlocks.enumerated() {
+                let work = blocks.map { block in
+                    (0..<blockCount).reduce(0) { count, q in
+                        let queries = (q * queryBlock)..<min(n, (q + 1) * queryBlock)
+                        return count + (FlashBackward.isVisible(problem, batch: b, queries: queries,
+                                                                segment: problem.segments[b][block.segment],
+                                                                keys: block.keys) ? 1 : 0)
+                    }
+                }
+                let total = work.reduce(0, +)
+                var bounds = [0], done = 0
+                for (index, cost) in work.enumerated() where bounds.count < chunks {
+                    done += cost
+                    // Close chunk `bounds.count` once its share of the work is done.
+                    if done * chunks >= bounds.count * total && done > 0 { bounds.append(index + 1) }
+                }
+                while bounds.count <= chunks { bounds.append(blocks.count) }
+                chunkBlocks.append((0..<chunks).map { bounds[$0]..<bounds[$0 + 1] })
+            }
+            self.chunkBlocks = chunkBlocks
+        }
+
+        func queries(_ block: Int) -> Range<Int> {
+            (block * queryBlock)..<min(queryCount, (block + 1) * queryBlock)
+        }
+    }
+
+    /// Each row's log-sum-exp in base 2, `L · log₂e` (`+∞` for a row that sees nothing, so that
+    /// its weights are 0), and `D = dO·O`, `[batch, nHeads, queryCount]`.
     private struct RowStatistics: @unchecked Sendable {
         let logSumExp: UnsafeMutablePointer<Float>
         let outputDot: UnsafeMutablePointer<Float>
-        init(count: Int) {
+        /// The forward's natural-log `L`, read once per row.
+        let forwardLogSumExp: UnsafePointer<Float>
+        init(count: Int, forwardLogSumExp: UnsafePointer<Float>) {
+            self.forwardLogSumExp = forwardLogSumExp
             logSumExp = .allocate(capacity: count)
             outputDot = .allocate(capacity: count)
         }
@@ -112,169 +195,129 @@ enum FlashBackward {
         }
     }
 
-    /// Per-worker blocks: scores and weights `S`/`P`, `dP̃`/`dS`, and `P̃`, each
-    /// `[queryBlock, keyBlock]` with row stride `keyBlock`.
-    private struct Scratch {
-        let scores: UnsafeMutablePointer<Float>
-        let gradient: UnsafeMutablePointer<Float>
-        let dropped: UnsafeMutablePointer<Float>
-        let keyBlock: Int
-    }
-
-    private static func forEachItem(
-        _ count: Int, workers: Int, bq: Int, bk: Int, _ body: @escaping @Sendable (Int, Scratch) -> Void
-    ) {
-        let block = bq * bk
-        WorkerPool.forEach(count, workers: workers, scratchCount: 3 * block) { item, scratch in
-            body(item, Scratch(scores: scratch, gradient: scratch + block, dropped: scratch + 2 * block, keyBlock: bk))
+    /// The partial `dQ`s of chunks 1, 2, …, zeroed.
+    private struct PartialGradients: @unchecked Sendable {
+        let base: UnsafeMutablePointer<Float>
+        init(count: Int) {
+            base = .allocate(capacity: max(1, count))
+            base.initialize(repeating: 0, count: count)
         }
+        func deallocate() { base.deallocate() }
     }
 
-    /// `S = scale · Q_h[queries] · K_g[keys]ᵀ + mask`, −∞ where hidden, in `scratch.scores`
-    /// (`[queries.count, keys.count]`, row stride `keyBlock`); padding rows all −∞.
+    /// `S = log₂e · scale · Q_h[queries] · K_g[keys]ᵀ` (base 2, no mask yet) into `scores`, row
+    /// stride `plan.keyStride`.
     private static func scores(
-        _ problem: AttentionProblem, batch b: Int, head h: Int, queries: Range<Int>, segment: KeyValueSegment,
-        keys: Range<Int>, scratch: Scratch
-    ) {
-        let n = problem.queryCount, d = problem.headDim, ldq = problem.queryRowStride, ldk = scratch.keyBlock
-        let kvHead = h / problem.groupSize
-        BLAS.gemm(transposeB: true, m: queries.count, n: keys.count, k: d, alpha: problem.scale,
-                  a: problem.queries + (b * n + queries.lowerBound) * ldq + h * d, lda: ldq,
-                  b: segment.keys + keys.lowerBound * segment.rowStride + segment.headOffset(kvHead, headDim: d),
-                  ldb: segment.rowStride, c: scratch.scores, ldc: ldk)
-        for (r, i) in queries.enumerated() {
-            let row = scratch.scores + r * ldk
-            guard i < problem.queryCounts[b] else {
-                row.update(repeating: -.infinity, count: keys.count)
-                continue
-            }
-            let queryPosition = problem.queryFirstPositions[b] + i
-            let maskRow = problem.mask?.row(batch: b, head: h, query: i)
-            for (c, key) in keys.enumerated() {
-                if let maskRow, let first = segment.firstMaskColumn { row[c] += maskRow[first + key] }
-                if problem.isHidden(segment, keyPosition: segment.firstPosition + key, queryPosition: queryPosition) {
-                    row[c] = -.infinity
-                }
-            }
-        }
-    }
-
-    private static func rowStatistics(
-        _ problem: AttentionProblem, batch b: Int, head h: Int, queries: Range<Int>,
-        buffers gradients: AttentionBackwardBuffers, statistics: RowStatistics, computesLogSumExp: Bool,
-        scratch: Scratch, keyBlock bk: Int
+        _ problem: AttentionProblem, plan: Plan, batch b: Int, head h: Int, queries: Range<Int>,
+        segment: KeyValueSegment, keys: Range<Int>, into scores: UnsafeMutablePointer<Float>
     ) {
         let n = problem.queryCount, d = problem.headDim, ldq = problem.queryRowStride
-        var maxima = [Float](repeating: -.infinity, count: queries.count)
-        var sums = [Float](repeating: 0, count: queries.count)
-        for segment in problem.segments[b] where computesLogSumExp {
-            for start in stride(from: 0, to: segment.rowCount, by: bk) {
-                let keys = start..<min(segment.rowCount, start + bk)
-                scores(problem, batch: b, head: h, queries: queries, segment: segment, keys: keys, scratch: scratch)
-                for r in 0..<queries.count {
-                    let row = scratch.scores + r * scratch.keyBlock
-                    var blockMax = -Float.infinity
-                    for c in 0..<keys.count { blockMax = max(blockMax, row[c]) }
-                    let newMax = max(maxima[r], blockMax)
-                    guard newMax > -.infinity else { continue }
-                    var sum = sums[r] * exp(maxima[r] - newMax)
-                    for c in 0..<keys.count { sum += exp(row[c] - newMax) }
-                    maxima[r] = newMax
-                    sums[r] = sum
-                }
-            }
-        }
-        for (r, i) in queries.enumerated() {
-            let index = (b * problem.nHeads + h) * n + i
-            if computesLogSumExp {
-                statistics.logSumExp[index] = sums[r] > 0 ? maxima[r] + log(sums[r]) : .infinity
-            }
+        BLAS.gemm(transposeB: true, m: queries.count, n: keys.count, k: d, alpha: problem.scale * FlashAttention.log2e,
+                  a: problem.queries + (b * n + queries.lowerBound) * ldq + h * d, lda: ldq,
+                  b: segment.keys + keys.lowerBound * segment.rowStride
+                      + segment.headOffset(h / problem.groupSize, headDim: d),
+                  ldb: segment.rowStride, c: scores, ldc: plan.keyStride)
+    }
+
+    /// Columns of `keys` (of `segment`) that the causal and window rules let a query at
+    /// `queryPosition` see.
+    @inline(__always)
+    private static func visibleColumns(
+        _ problem: AttentionProblem, segment: KeyValueSegment, keys: Range<Int>, queryPosition: Int
+    ) -> Range<Int> {
+        guard !segment.isSink else { return 0..<keys.count }
+        let visible = problem.visibleTokenPositions(forQueryAt: queryPosition)
+        let first = segment.firstPosition + keys.lowerBound
+        let start = max(0, min(keys.count, visible.lowerBound - first))
+        return start..<max(start, min(keys.count, visible.upperBound - first + 1))
+    }
+
+    /// The mask's values for query `i` of head `h` over `keys` of `segment`, when a mask covers it.
+    @inline(__always)
+    private static func maskRow(
+        _ problem: AttentionProblem, batch b: Int, head h: Int, query i: Int, segment: KeyValueSegment,
+        keys: Range<Int>
+    ) -> UnsafePointer<Float>? {
+        guard let mask = problem.mask, let first = segment.firstMaskColumn else { return nil }
+        return mask.row(batch: b, head: h, query: i) + first + keys.lowerBound
+    }
+
+    /// `L₂ = L · log₂e` and `D = dO·O` for the rows `queries` of head `h`.
+    private static func rowStatistics(
+        _ problem: AttentionProblem, batch b: Int, head h: Int, queries: Range<Int>,
+        buffers gradients: AttentionBackwardBuffers, statistics: RowStatistics
+    ) {
+        let n = problem.queryCount, d = problem.headDim, ldq = problem.queryRowStride
+        let first = (b * problem.nHeads + h) * n
+        for i in queries {
+            statistics.logSumExp[first + i] = statistics.forwardLogSumExp[first + i] * FlashAttention.log2e
             let o = gradients.context + (b * n + i) * ldq + h * d, dO = gradients.contextGradient + (b * n + i) * ldq + h * d
             var dot: Float = 0
             for e in 0..<d { dot += o[e] * dO[e] }
-            statistics.outputDot[index] = dot
+            statistics.outputDot[first + i] = dot
         }
     }
 
-    /// For one (query block, key block) of head `h`: `P` in `scratch.scores`, `P̃` in
-    /// `scratch.dropped`, `dS` in `scratch.gradient`.
-    private static func weightsAndScoreGradient(
-        _ problem: AttentionProblem, batch b: Int, head h: Int, queries: Range<Int>, segment: KeyValueSegment,
-        keys: Range<Int>, buffers gradients: AttentionBackwardBuffers, statistics: RowStatistics, scratch: Scratch
+    /// Everything one (query block of head `h`, key block) contributes: `dV` and `dK` of the key
+    /// block, `dQ` of the query block into `queryGradient`. Nothing when no query sees the block.
+    private static func differentiateBlock(
+        _ problem: AttentionProblem, plan: Plan, batch b: Int, head h: Int, queries: Range<Int>, keyBlock: KeyBlock,
+        buffers gradients: AttentionBackwardBuffers, statistics: RowStatistics, queryGradient: QueryGradientTarget,
+        scratch: UnsafeMutablePointer<Float>
     ) {
-        let n = problem.queryCount, d = problem.headDim, ldq = problem.queryRowStride, ldk = scratch.keyBlock
-        let kvHead = h / problem.groupSize
-        scores(problem, batch: b, head: h, queries: queries, segment: segment, keys: keys, scratch: scratch)
+        let segment = problem.segments[b][keyBlock.segment], keys = keyBlock.keys
+        guard isVisible(problem, batch: b, queries: queries, segment: segment, keys: keys) else { return }
+        let n = problem.queryCount, d = problem.headDim, ldq = problem.queryRowStride, ldk = plan.keyStride
+        let kvWidth = problem.numKVHeads * d, kvHead = h / problem.groupSize
+        let weights = scratch, scoreGradient = scratch + queries.count * ldk
+        let dOutput = gradients.contextGradient + (b * n + queries.lowerBound) * ldq + h * d
+        let keyRows = segment.keys + keys.lowerBound * segment.rowStride + segment.headOffset(kvHead, headDim: d)
+        let valueRows = segment.values + keys.lowerBound * segment.rowStride + segment.headOffset(kvHead, headDim: d)
+
+        scores(problem, plan: plan, batch: b, head: h, queries: queries, segment: segment, keys: keys, into: weights)
         // dP̃ = dO · Vᵀ
-        BLAS.gemm(transposeB: true, m: queries.count, n: keys.count, k: d,
-                  a: gradients.contextGradient + (b * n + queries.lowerBound) * ldq + h * d, lda: ldq,
-                  b: segment.values + keys.lowerBound * segment.rowStride + segment.headOffset(kvHead, headDim: d),
-                  ldb: segment.rowStride, c: scratch.gradient, ldc: ldk)
+        BLAS.gemm(transposeB: true, m: queries.count, n: keys.count, k: d, a: dOutput, lda: ldq,
+                  b: valueRows, ldb: segment.rowStride, c: scoreGradient, ldc: ldk)
+        let paddedCount = FlashAttention.roundUp(keys.count, to: SoftmaxStep.vectorWidth)
         for (r, i) in queries.enumerated() {
             let index = (b * problem.nHeads + h) * n + i
-            let logSumExp = statistics.logSumExp[index], outputDot = statistics.outputDot[index]
-            let p = scratch.scores + r * ldk, dropped = scratch.dropped + r * ldk, dS = scratch.gradient + r * ldk
-            let rowKey = problem.dropout?.rowKey(batch: b, head: h, queryPosition: problem.queryFirstPositions[b] + i)
-            for (c, key) in keys.enumerated() {
-                let weight = exp(p[c] - logSumExp)  // 0 for −∞ scores and for rows that see nothing
-                let factor = problem.dropout.map { $0.factor(rowKey: rowKey!, keyPosition: segment.firstPosition + key) } ?? 1
-                p[c] = weight
-                dropped[c] = weight * factor
-                dS[c] = weight == 0 ? 0 : weight * (dS[c] * factor - outputDot)
+            let queryPosition = problem.queryFirstPositions[b] + i
+            let real = i < problem.queryCounts[b]
+            let dropout = problem.dropout.map { dropout in
+                DropoutRow(rowKey: dropout.rowKey(batch: b, head: h, queryPosition: queryPosition),
+                           threshold: dropout.threshold, keepScale: dropout.keepScale,
+                           firstKeyPosition: segment.firstPosition + keys.lowerBound)
             }
+            Kernels.active.backwardStep(BackwardStep(
+                scores: weights + r * ldk, gradient: scoreGradient + r * ldk, count: keys.count,
+                paddedCount: paddedCount,
+                visible: real ? visibleColumns(problem, segment: segment, keys: keys, queryPosition: queryPosition) : 0..<0,
+                mask: real ? maskRow(problem, batch: b, head: h, query: i, segment: segment, keys: keys) : nil,
+                logSumExp: statistics.logSumExp[index], outputDot: statistics.outputDot[index], dropout: dropout))
         }
-    }
-
-    /// ``weightsAndScoreGradient(_:batch:head:queries:segment:keys:buffers:statistics:scratch:)``
-    /// for a block that any real query may see; `false` (nothing computed) for one no query sees.
-    private static func prepareBlock(
-        _ problem: AttentionProblem, batch b: Int, head h: Int, queries: Range<Int>, segment: KeyValueSegment,
-        keys: Range<Int>, buffers gradients: AttentionBackwardBuffers, statistics: RowStatistics, scratch: Scratch
-    ) -> Bool {
-        guard isVisible(problem, batch: b, queries: queries, segment: segment, keys: keys) else { return false }
-        weightsAndScoreGradient(problem, batch: b, head: h, queries: queries, segment: segment, keys: keys,
-                                buffers: gradients, statistics: statistics, scratch: scratch)
-        return true
-    }
-
-    private static func keyGradients(
-        _ problem: AttentionProblem, batch b: Int, head h: Int, queries: Range<Int>, segmentIndex s: Int,
-        keys: Range<Int>, buffers gradients: AttentionBackwardBuffers, statistics: RowStatistics, scratch: Scratch
-    ) {
-        guard prepareBlock(problem, batch: b, head: h, queries: queries, segment: problem.segments[b][s], keys: keys,
-                           buffers: gradients, statistics: statistics, scratch: scratch) else { return }
-        let n = problem.queryCount, d = problem.headDim, ldq = problem.queryRowStride, ldk = scratch.keyBlock
-        let kvWidth = problem.numKVHeads * d, kvHead = h / problem.groupSize
         // dV += P̃ᵀ · dO;  dK += scale · dSᵀ · Q
-        BLAS.gemm(transposeA: true, m: keys.count, n: d, k: queries.count, a: scratch.dropped, lda: ldk,
-                  b: gradients.contextGradient + (b * n + queries.lowerBound) * ldq + h * d, ldb: ldq, beta: 1,
-                  c: gradients.values[b][s] + keys.lowerBound * kvWidth + kvHead * d, ldc: kvWidth)
+        BLAS.gemm(transposeA: true, m: keys.count, n: d, k: queries.count, a: weights, lda: ldk,
+                  b: dOutput, ldb: ldq, beta: 1,
+                  c: gradients.values[b][keyBlock.segment] + keys.lowerBound * kvWidth + kvHead * d, ldc: kvWidth)
         BLAS.gemm(transposeA: true, m: keys.count, n: d, k: queries.count, alpha: problem.scale,
-                  a: scratch.gradient, lda: ldk,
-                  b: problem.queries + (b * n + queries.lowerBound) * ldq + h * d, ldb: ldq, beta: 1,
-                  c: gradients.keys[b][s] + keys.lowerBound * kvWidth + kvHead * d, ldc: kvWidth)
-    }
-
-    private static func queryGradients(
-        _ problem: AttentionProblem, batch b: Int, head h: Int, queries: Range<Int>, segmentIndex s: Int,
-        keys: Range<Int>, buffers gradients: AttentionBackwardBuffers, statistics: RowStatistics, scratch: Scratch
-    ) {
-        let segment = problem.segments[b][s]
-        guard prepareBlock(problem, batch: b, head: h, queries: queries, segment: segment, keys: keys,
-                           buffers: gradients, statistics: statistics, scratch: scratch) else { return }
-        let n = problem.queryCount, d = problem.headDim, ldq = problem.queryRowStride, ldk = scratch.keyBlock
-        let kvHead = h / problem.groupSize
+                  a: scoreGradient, lda: ldk, b: problem.queries + (b * n + queries.lowerBound) * ldq + h * d, ldb: ldq,
+                  beta: 1, c: gradients.keys[b][keyBlock.segment] + keys.lowerBound * kvWidth + kvHead * d, ldc: kvWidth)
         // dQ += scale · dS · K
-        BLAS.gemm(m: queries.count, n: d, k: keys.count, alpha: problem.scale, a: scratch.gradient, lda: ldk,
-                  b: segment.keys + keys.lowerBound * segment.rowStride + segment.headOffset(kvHead, headDim: d),
-                  ldb: segment.rowStride, beta: 1, c: gradients.queries + (b * n + queries.lowerBound) * ldq + h * d,
-                  ldc: ldq)
+        let (dQueries, ldc): (UnsafeMutablePointer<Float>, Int)
+        switch queryGradient {
+        case .direct:
+            (dQueries, ldc) = (gradients.queries + (b * n + queries.lowerBound) * ldq + h * d, ldq)
+        case .partial(let base, let rowStride):
+            (dQueries, ldc) = (base + queries.lowerBound * rowStride + (h % problem.groupSize) * d, rowStride)
+        }
+        BLAS.gemm(m: queries.count, n: d, k: keys.count, alpha: problem.scale, a: scoreGradient, lda: ldk,
+                  b: keyRows, ldb: segment.rowStride, beta: 1, c: dQueries, ldc: ldc)
     }
 
     /// Whether any key of the block may be visible to any real query of the block: false when
     /// every query is padding, or the causal rule hides the whole block (its first key lies past
     /// the last query), or the window hides it (its last key lies before the first query's window).
-    private static func isVisible(
+    static func isVisible(
         _ problem: AttentionProblem, batch b: Int, queries: Range<Int>, segment: KeyValueSegment, keys: Range<Int>
     ) -> Bool {
         let lastReal = min(queries.upperBound, problem.queryCounts[b]) - 1

@@ -181,112 +181,110 @@ extension MultiHeadAttention {
             queryFirstPositions: positions, queryCounts: tokenCounts, segments: segments, mask: nil,
             isCausal: config.isCausal, window: nil, scale: scale, dropout: saved.dropout,
             context: UnsafeMutablePointer(mutating: saved.context.pointer))
-        var dContext = AlignedBuffer(zeros: rows * dm)
+        let workers = kernelWorkerCount ?? FlashAttention.defaultWorkerCount
+        var dOutProj = AlignedBuffer(zeros: outProj.count)
+        var dContext = AlignedBuffer(overwrittenCount: rows * dm)
         var dQueries = AlignedBuffer(zeros: rows * dm)
         // Per batch row: [sinks, tokens]; the sinks' buffers are summed below.
         var dKeys = (0..<batch).map { _ in segments[0].map { AlignedBuffer(zeros: $0.rowCount * kvWidth) } }
         var dValues = dKeys.map { $0.map { AlignedBuffer(zeros: $0.count) } }
-        let kernelWorkers = kernelWorkerCount ?? FlashAttention.defaultWorkerCount
         let dKeyPointers = dKeys.indices.map { b in dKeys[b].indices.map { dKeys[b][$0].mutablePointer } }
         let dValuePointers = dValues.indices.map { b in dValues[b].indices.map { dValues[b][$0].mutablePointer } }
+
+        // dWo = dyᵀ · context;  dcontext = dy · Wo
+        withUnsafePointers(to: [dy.scalars, outProj.scalars]) { operands in
+            let (dy, wo) = (operands[0], operands[1])
+            Projections.multiply([
+                ProductChain(terms: [.init(a: dy, lda: dm, transposeA: true, b: saved.context.pointer, ldb: dm, k: rows)],
+                             m: dm, n: dm, c: dOutProj.mutablePointer, ldc: dm, accumulates: false),
+                ProductChain(terms: [.init(a: dy, lda: dm, transposeA: false, b: wo, ldb: dm, k: dm)],
+                             m: rows, n: dm, c: dContext.mutablePointer, ldc: dm, accumulates: false),
+            ], workers: workers)
+        }
         let buffers = AttentionBackwardBuffers(
-            contextGradient: dContext.pointer, context: saved.context.pointer, logSumExp: saved.logSumExp?.pointer,
-            queries: dQueries.mutablePointer, keys: dKeyPointers, values: dValuePointers)
-        let dContextPointer = dContext.mutablePointer
+            contextGradient: dContext.pointer, context: saved.context.pointer, queries: dQueries.mutablePointer,
+            keys: dKeyPointers, values: dValuePointers)
         withExtendedLifetime((saved, projectedSinks, dContext, dQueries, dKeys, dValues)) {
-            BLAS.withSingleThreadedCalls {
-                dy.scalars.withUnsafeBufferPointer { dy in
-                    outProj.scalars.withUnsafeBufferPointer { wo in
-                        let dy = dy.baseAddress!, wo = wo.baseAddress!
-                        gradients.outProj.withUnsafeMutableBufferPointer { dWo in
-                            BLAS.gemm(transposeA: true, m: dm, n: dm, k: rows, a: dy, lda: dm,
-                                      b: saved.context.pointer, ldb: dm, c: dWo.baseAddress!, ldc: dm)
-                        }
-                        BLAS.gemm(m: rows, n: dm, k: dm, a: dy, lda: dm, b: wo, ldb: dm, c: dContextPointer, ldc: dm)
-                    }
-                }
-            }
             saved.mask.withAdditiveMask { additiveMask in
                 problem.mask = additiveMask
-                switch saved.kernel {
-                case .reference:
-                    ReferenceBackward.run(problem, buffers: buffers, workers: kernelWorkers)
-                case .flash:
-                    FlashBackward.run(problem, buffers: buffers, blocks: flashBlockSizes ?? FlashBackward.defaultBlocks,
-                                      workers: kernelWorkers)
+                switch (saved.kernel, saved.logSumExp) {
+                case (.flash, let logSumExp?):
+                    FlashBackward.run(problem, buffers: buffers, logSumExp: logSumExp.pointer,
+                                      blocks: flashBlockSizes ?? FlashBackward.defaultBlocks, keySplit: keySplit,
+                                      workers: workers)
+                default:
+                    ReferenceBackward.run(problem, buffers: buffers, workers: workers)
                 }
             }
         }
 
-        // The sinks' dK, dV: one buffer per batch row, summed in row order.
-        var sinkKeys = [Float](repeating: 0, count: s * kvWidth), sinkValues = sinkKeys
-        if s > 0 {
-            for b in 0..<batch {
-                for i in 0..<(s * kvWidth) {
-                    sinkKeys[i] += dKeys[b][0].pointer[i]
-                    sinkValues[i] += dValues[b][0].pointer[i]
-                }
-            }
-        }
+        // The sinks' dK, dV: one buffer per batch row, summed in row order. Token dK, dV as
+        // `[batch · seq, kvWidth]`.
+        var sinkKeys = AlignedBuffer(zeros: s * kvWidth), sinkValues = AlignedBuffer(zeros: s * kvWidth)
+        var tokenKeys = AlignedBuffer(overwrittenCount: rows * kvWidth)
+        var tokenValues = AlignedBuffer(overwrittenCount: rows * kvWidth)
+        let sinkK = sinkKeys.mutablePointer, sinkV = sinkValues.mutablePointer
+        let dK = tokenKeys.mutablePointer, dV = tokenValues.mutablePointer, dQ = dQueries.mutablePointer
         let tokenSegment = s > 0 ? 1 : 0
-        // Token dK, dV as `[batch · seq, kvWidth]`.
-        var tokenKeys = [Float](repeating: 0, count: rows * kvWidth), tokenValues = tokenKeys
         for b in 0..<batch {
-            let first = b * n * kvWidth
-            for i in 0..<(n * kvWidth) {
-                tokenKeys[first + i] = dKeys[b][tokenSegment].pointer[i]
-                tokenValues[first + i] = dValues[b][tokenSegment].pointer[i]
+            for i in 0..<(s * kvWidth) {
+                sinkK[i] += dKeys[b][0].pointer[i]
+                sinkV[i] += dValues[b][0].pointer[i]
             }
+            (dK + b * n * kvWidth).update(from: dKeys[b][tokenSegment].pointer, count: n * kvWidth)
+            (dV + b * n * kvWidth).update(from: dValues[b][tokenSegment].pointer, count: n * kvWidth)
         }
-        var dQ = dQueries.array
         if config.useRoPE {
             let rope = RotaryEmbedding(config: config)
-            dQ.withUnsafeMutableBufferPointer { dQ in
-                tokenKeys.withUnsafeMutableBufferPointer { dK in
-                    rope.apply(to: [(dQ.baseAddress!, h), (dK.baseAddress!, hkv)], batch: batch, seq: n,
-                               firstPositions: positions, workers: projectionWorkers, inverse: true)
-                }
-            }
+            rope.apply(to: [(dQ, h), (dK, hkv)], batch: batch, seq: n, firstPositions: positions,
+                       workers: projectionWorkers, inverse: true)
             if s > 0 {
-                sinkKeys.withUnsafeMutableBufferPointer { dK in
-                    rope.apply(to: [(dK.baseAddress!, hkv)], batch: 1, seq: s, firstPositions: [0],
-                               workers: projectionWorkers, inverse: true)
-                }
+                rope.apply(to: [(sinkK, hkv)], batch: 1, seq: s, firstPositions: [0], workers: projectionWorkers,
+                           inverse: true)
             }
         }
 
-        BLAS.withSingleThreadedCalls {
-            // Weights: dW = dYᵀ · input, over the token rows and, for k and v, the sink rows.
-            func addWeightGradient(_ dW: inout [Float], _ dY: [Float], outputs: Int, input: [Float], inputRows: Int) {
-                guard inputRows > 0 else { return }
-                dW.withUnsafeMutableBufferPointer { dW in
-                    BLAS.gemm(transposeA: true, m: outputs, n: dm, k: inputRows, a: dY, lda: outputs,
-                              b: input, ldb: dm, beta: 1, c: dW.baseAddress!, ldc: dm)
-                }
+        // dWq = dQᵀ·x;  dWk = dKᵀ·x + dK_sinkᵀ·sinks;  dWv likewise;
+        // dx = dQ·Wq + dK·Wk + dV·Wv;  dsinks = dK_sink·Wk + dV_sink·Wv
+        var dQProj = AlignedBuffer(overwrittenCount: dm * dm), dKProj = AlignedBuffer(overwrittenCount: kvWidth * dm)
+        var dVProj = AlignedBuffer(overwrittenCount: kvWidth * dm)
+        var dInput = AlignedBuffer(overwrittenCount: rows * dm), dSinks = AlignedBuffer(overwrittenCount: s * dm)
+        let outputs = (dQProj.mutablePointer, dKProj.mutablePointer, dVProj.mutablePointer,
+                       dInput.mutablePointer, dSinks.mutablePointer)
+        withExtendedLifetime((dQueries, tokenKeys, tokenValues, sinkKeys, sinkValues)) {
+        withUnsafePointers(to: [x.scalars, sinkStates?.scalars ?? [], qProj.scalars, kProj.scalars, vProj.scalars]) {
+            let (x, sinks, wq, wk, wv) = ($0[0], $0[1], $0[2], $0[3], $0[4])
+            typealias Term = ProductChain.Term
+            func weightGradient(_ terms: [Term], outputs: Int, into dW: UnsafeMutablePointer<Float>) -> ProductChain {
+                ProductChain(terms: terms, m: outputs, n: dm, c: dW, ldc: dm, accumulates: false)
             }
-            addWeightGradient(&gradients.qProj, dQ, outputs: dm, input: x.scalars, inputRows: rows)
-            addWeightGradient(&gradients.kProj, tokenKeys, outputs: kvWidth, input: x.scalars, inputRows: rows)
-            addWeightGradient(&gradients.vProj, tokenValues, outputs: kvWidth, input: x.scalars, inputRows: rows)
-            if let states = sinkStates?.scalars {
-                addWeightGradient(&gradients.kProj, sinkKeys, outputs: kvWidth, input: states, inputRows: s)
-                addWeightGradient(&gradients.vProj, sinkValues, outputs: kvWidth, input: states, inputRows: s)
+            let sinkTerms = { (dY: UnsafePointer<Float>) in
+                s > 0 ? [Term(a: dY, lda: kvWidth, transposeA: true, b: sinks, ldb: dm, k: s)] : []
             }
-            // Inputs: dIn = Σ dY · W over the projections that read them.
-            func addInputGradient(_ dIn: inout [Float], _ dY: [Float], weight: Tensor, inputRows: Int) {
-                guard inputRows > 0 else { return }
-                dIn.withUnsafeMutableBufferPointer { dIn in
-                    BLAS.gemm(m: inputRows, n: dm, k: weight.shape[0], a: dY, lda: weight.shape[0],
-                              b: weight.scalars, ldb: dm, beta: 1, c: dIn.baseAddress!, ldc: dm)
-                }
-            }
-            addInputGradient(&gradients.input, dQ, weight: qProj, inputRows: rows)
-            addInputGradient(&gradients.input, tokenKeys, weight: kProj, inputRows: rows)
-            addInputGradient(&gradients.input, tokenValues, weight: vProj, inputRows: rows)
-            if gradients.sinkStates != nil {
-                addInputGradient(&gradients.sinkStates!, sinkKeys, weight: kProj, inputRows: s)
-                addInputGradient(&gradients.sinkStates!, sinkValues, weight: vProj, inputRows: s)
-            }
+            Projections.multiply([
+                weightGradient([Term(a: dQ, lda: dm, transposeA: true, b: x, ldb: dm, k: rows)],
+                               outputs: dm, into: outputs.0),
+                weightGradient([Term(a: dK, lda: kvWidth, transposeA: true, b: x, ldb: dm, k: rows)] + sinkTerms(sinkK),
+                               outputs: kvWidth, into: outputs.1),
+                weightGradient([Term(a: dV, lda: kvWidth, transposeA: true, b: x, ldb: dm, k: rows)] + sinkTerms(sinkV),
+                               outputs: kvWidth, into: outputs.2),
+                ProductChain(terms: [Term(a: dQ, lda: dm, transposeA: false, b: wq, ldb: dm, k: dm),
+                                     Term(a: dK, lda: kvWidth, transposeA: false, b: wk, ldb: dm, k: kvWidth),
+                                     Term(a: dV, lda: kvWidth, transposeA: false, b: wv, ldb: dm, k: kvWidth)],
+                             m: rows, n: dm, c: outputs.3, ldc: dm, accumulates: false),
+                ProductChain(terms: [Term(a: sinkK, lda: kvWidth, transposeA: false, b: wk, ldb: dm, k: kvWidth),
+                                     Term(a: sinkV, lda: kvWidth, transposeA: false, b: wv, ldb: dm, k: kvWidth)],
+                             m: s, n: dm, c: outputs.4, ldc: dm, accumulates: false),
+            ], workers: workers)
         }
+        }
+        gradients.input = dInput.array
+        gradients.qProj = dQProj.array
+        gradients.kProj = dKProj.array
+        gradients.vProj = dVProj.array
+        gradients.outProj = dOutProj.array
+        if sinkStates != nil { gradients.sinkStates = dSinks.array }
         return gradients
     }
 }
+

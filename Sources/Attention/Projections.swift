@@ -145,3 +145,50 @@ private struct OutputSlices: ProjectionPieces, @unchecked Sendable {
         }
     }
 }
+
+/// `c = Σₜ op(aₜ) · bₜ` (plus `c` when `accumulates`), `c` being `[m, n]` with row stride `ldc`:
+/// the products a backward pass chains into one output (`dx = dQ·Wq + dK·Wk + dV·Wv`), or one
+/// product alone (`dW = dYᵀ · x`).
+struct ProductChain: @unchecked Sendable {
+    /// One term: `op(a)` is `[m, k]`, `a` itself `[k, m]` when `transposeA`; `b` is `[k, n]`.
+    struct Term {
+        var a: UnsafePointer<Float>, lda: Int, transposeA: Bool
+        var b: UnsafePointer<Float>, ldb: Int
+        var k: Int
+    }
+    var terms: [Term]
+    var m: Int, n: Int
+    var c: UnsafeMutablePointer<Float>, ldc: Int
+    var accumulates: Bool
+
+    /// Rows `rows` of `c`, one one-thread `sgemm` per term, in order.
+    func run(rows: Range<Int>) {
+        var overwrites = !accumulates
+        for term in terms where term.k > 0 {
+            let a = term.transposeA ? term.a + rows.lowerBound : term.a + rows.lowerBound * term.lda
+            BLAS.gemm(transposeA: term.transposeA, m: rows.count, n: n, k: term.k, a: a, lda: term.lda,
+                      b: term.b, ldb: term.ldb, beta: overwrites ? 0 : 1, c: c + rows.lowerBound * ldc, ldc: ldc)
+            overwrites = false
+        }
+        if overwrites {
+            for r in rows { (c + r * ldc).update(repeating: 0, count: n) }
+        }
+    }
+}
+
+extension Projections {
+    /// Every chain's rows cut into blocks of ``rowBlock``, each block one work item on up to
+    /// `workers` workers (one-thread `sgemm`s). The blocks follow the shapes alone and each
+    /// block's terms run in order, so results are bitwise identical for every worker count.
+    static func multiply(_ chains: [ProductChain], workers: Int) {
+        let blocks = chains.map { ($0.m + rowBlock - 1) / rowBlock }
+        let pieces = chains.indices.flatMap { chain in (0..<blocks[chain]).map { (chain, $0) } }
+        BLAS.withSingleThreadedCalls {
+            WorkerPool.forEach(pieces.count, workers: workers) { piece in
+                let (index, block) = pieces[piece]
+                let chain = chains[index]
+                chain.run(rows: (block * rowBlock)..<min(chain.m, (block + 1) * rowBlock))
+            }
+        }
+    }
+}

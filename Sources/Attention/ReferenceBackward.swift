@@ -8,9 +8,6 @@ struct AttentionBackwardBuffers: @unchecked Sendable {
     /// The forward's context `O`, for the flash backward's `D = dO·O`; the reference backward
     /// recomputes everything it needs.
     var context: UnsafePointer<Float>
-    /// The flash forward's row log-sum-exp (``AttentionProblem/logSumExp``), `[batch, nHeads,
-    /// queryCount]`, when it kept one; the flash backward computes it otherwise.
-    var logSumExp: UnsafePointer<Float>? = nil
     /// dL/dQ (post-RoPE), laid out like `problem.queries`.
     var queries: UnsafeMutablePointer<Float>
     /// dL/dK and dL/dV (post-RoPE keys), one buffer per batch row and segment, each

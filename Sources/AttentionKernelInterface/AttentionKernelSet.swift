@@ -22,6 +22,20 @@ public protocol AttentionKernelSet: Sendable {
     /// makes `m` NaN, so the row ends NaN rather than as "saw nothing" zeros.
     static func softmaxStep(_ step: SoftmaxStep)
 
+    /// One query row of one (query block, key block) of the flash backward (DESIGN.md §3b),
+    /// from its base-2 scores `s` and `dP̃ = dO·Vᵀ`:
+    ///
+    ///     s_j += log₂e · mask_j                      (when `step.mask` is given)
+    ///     s_j  = −∞ outside `step.visible` and in the padding up to `step.paddedCount`
+    ///     p_j  = 2^(s_j − L₂);  z_j = dropout factor (1 without dropout)
+    ///     P̃_j = p_j · z_j;     dS_j = p_j · (dP̃_j · z_j − D)
+    ///
+    /// with `L₂` the row's log-sum-exp in base 2 (`+∞` for a row that sees nothing, so that
+    /// `p = 0`) and `D = dO·O`. On return `scores[0..<paddedCount]` holds `P̃` and
+    /// `gradient[0..<paddedCount]` holds `dS`, both exactly 0 wherever `p` is 0 (hidden keys,
+    /// padding columns, rows that see nothing); NaN scores stay NaN.
+    static func backwardStep(_ step: BackwardStep)
+
     /// `scores[m · scoreStride + j] = Σₑ queries[m · headDim + e] · keys[j · keyStride + e]`
     /// for `m < members`, `j < count`, any `headDim ≥ 1`: a decoding query's scores for every
     /// head of its GQA group, each key element loaded once for several heads.
@@ -48,6 +62,42 @@ public protocol AttentionKernelSet: Sendable {
     static func rotate(
         _ heads: UnsafeMutablePointer<Float>, rows: Int, rowStride: Int, headCount: Int, headDim: Int,
         cosines: UnsafePointer<Float>, sines: UnsafePointer<Float>, tableRows: Int, halfSplit: Bool)
+}
+
+/// The arguments of ``AttentionKernelSet/backwardStep(_:)``.
+public struct BackwardStep {
+    /// Base-2 scores `[paddedCount]`; `P̃` on return.
+    public var scores: UnsafeMutablePointer<Float>
+    /// `dP̃` `[paddedCount]` (only `count` read); `dS` on return.
+    public var gradient: UnsafeMutablePointer<Float>
+    /// Keys in the block.
+    public var count: Int
+    /// `count` rounded up to whole ``SoftmaxStep/vectorWidth`` vectors; both rows must hold it.
+    public var paddedCount: Int
+    /// Columns the causal and window rules let this row see.
+    public var visible: Range<Int>
+    /// The additive mask's `count` values for this row and block (natural log scale).
+    public var mask: UnsafePointer<Float>?
+    /// The row's log-sum-exp `L · log₂e`.
+    public var logSumExp: Float
+    /// `D = dO·O` of the row.
+    public var outputDot: Float
+    public var dropout: DropoutRow?
+
+    public init(
+        scores: UnsafeMutablePointer<Float>, gradient: UnsafeMutablePointer<Float>, count: Int, paddedCount: Int,
+        visible: Range<Int>, mask: UnsafePointer<Float>?, logSumExp: Float, outputDot: Float, dropout: DropoutRow?
+    ) {
+        self.scores = scores
+        self.gradient = gradient
+        self.count = count
+        self.paddedCount = paddedCount
+        self.visible = visible
+        self.mask = mask
+        self.logSumExp = logSumExp
+        self.outputDot = outputDot
+        self.dropout = dropout
+    }
 }
 
 /// The arguments of ``AttentionKernelSet/softmaxStep(_:)``.

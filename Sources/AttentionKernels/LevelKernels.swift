@@ -11,6 +11,11 @@ public enum LevelKernels: AttentionKernelSet {
     }
 
     @inline(never)
+    public static func backwardStep(_ step: BackwardStep) {
+        step.run()
+    }
+
+    @inline(never)
     public static func dotProducts(
         queries: UnsafePointer<Float>, members: Int, headDim: Int,
         keys: UnsafePointer<Float>, keyStride: Int, count: Int,

@@ -355,3 +355,88 @@ extension AttentionCase {
         return c
     }
 }
+
+// MARK: - Gradients
+
+extension AttentionCase {
+    /// Whether the layer's pullback covers the case: one forward over the whole sequence (no
+    /// cache, no window).
+    var isDifferentiable: Bool { isValid && !usesCache && window == nil }
+
+    /// Both kernels' gradients (x, the four projections, the sink states) of `Σ dy ⊙ y` against
+    /// the float64 ``BackwardOracle``: the reference backward (the plain fp32 implementation)
+    /// under ``Tolerance``, the flash backward under ``Tolerance/gradientBound(plainError:scale:)``
+    /// (at most twice the reference's error, plus a floor); with several workers, the flash
+    /// gradients also bitwise equal to its one-worker gradients.
+    func checkGradients(_ label: String = "", file: StaticString = #filePath, line: UInt = #line) {
+        let name = label.isEmpty ? description : "\(label): \(description)"
+        guard isDifferentiable else { return XCTFail("not differentiable: \(name)", file: file, line: line) }
+        do {
+            let setup = try makeSetup()
+            let x = setup.tokens, dm = x.shape[2]
+            let dy = randomTensor(x.shape, seed: seed ^ 0xD7)
+            let expected = BackwardOracle(setup.layer).backward(
+                x.scalars.map(Double.init), batch: batch, seq: keyLength, dy: dy.scalars.map(Double.init),
+                mask: setup.mask, dropoutSeed: training ? seed : nil)
+            func gradients(_ kernel: AttentionKernel, workers: Int) throws -> LayerGradients {
+                var layer = setup.layer
+                layer.flashBlockSizes = blocks
+                layer.kernelWorkerCount = workers
+                return try layer.layerGradients(x, mask: setup.mask, training: training, dropoutSeed: seed, dy: dy,
+                                                kernel: kernel).gradients
+            }
+            let reference = try gradients(.reference, workers: workers)
+            let flash = try gradients(.flash, workers: workers)
+            let serial = workers > 1 ? try gradients(.flash, workers: 1) : nil
+            var labels: [(String, [Float]?, [Float]?, [Float]?, [Double])] = [
+                ("dx", reference.input, flash.input, serial?.input, expected.gradients.input),
+            ]
+            for parameter in AttentionParameter.allCases where parameter != .sinkStates || sinks > 0 {
+                labels.append(("d\(parameter.rawValue)", reference[parameter], flash[parameter], serial?[parameter],
+                               expected.gradients[parameter]))
+            }
+            XCTAssertEqual(expected.gradients.input.count, batch * keyLength * dm, name, file: file, line: line)
+            for (gradient, plain, fast, oneWorker, oracle) in labels {
+                guard let plain, let fast else {
+                    XCTFail("\(name): \(gradient) missing", file: file, line: line)
+                    continue
+                }
+                assertClose(plain, oracle, "reference backward vs float64 oracle, \(gradient), \(name)",
+                            file: file, line: line)
+                assertGradientClose(fast, plain: plain, oracle, "flash backward vs float64 oracle, \(gradient), \(name)",
+                                    file: file, line: line)
+                if let oneWorker {
+                    assertBitwiseEqual(fast, oneWorker, "flash \(gradient) with \(workers) workers vs 1, \(name)",
+                                       file: file, line: line)
+                }
+            }
+        } catch {
+            XCTFail("\(name): threw \(error)", file: file, line: line)
+        }
+    }
+
+    /// The backward matrix: every token a query (the pullback's shape), key lengths 1, 7 and
+    /// 113; each length meets every group ratio, every mask kind (over the tokens, over sinks
+    /// and tokens, per batch row and head), sinks {0, 1, 3}, causal or not, dropout {off, 0.2
+    /// training, 0.5 eval}, every RoPE variant, batch {1, 2, 3}, block sizes and workers, each
+    /// axis advancing at its own stride.
+    static var backwardMatrix: [AttentionCase] {
+        var cases: [AttentionCase] = []
+        for (keys, count) in [(1, 8), (7, 14), (113, 8)] {
+            for _ in 0..<count {
+                let i = cases.count
+                func rotate<T>(_ values: [T], every stride: Int) -> T { values[(i / stride) % values.count] }
+                let group = rotate(headGroups, every: 1)
+                let dropout: (p: Float, training: Bool) = rotate([(0, false), (0.2, true), (0.5, false)], every: 2)
+                cases.append(AttentionCase(
+                    headDim: rotate([8, 6], every: 3), heads: group.heads, kvHeads: group.kvHeads, keyLength: keys,
+                    queryCount: keys, batch: rotate([1, 2, 3], every: 1), mask: rotate(MaskKind.allCases, every: 1),
+                    sinks: rotate([0, 1, 3], every: 2), causal: rotate([true, false], every: 5), dropout: dropout.p,
+                    training: dropout.training, rope: rotate(RoPE.allCases, every: 1),
+                    blocks: rotate(blockChoices, every: 3), workers: rotate(workerChoices, every: 1),
+                    seed: UInt64(200_000 + i)))
+            }
+        }
+        return cases
+    }
+}

@@ -12,6 +12,11 @@ final class AttentionCaseTests: XCTestCase {
         for testCase in AttentionCase.shapeMatrix { testCase.check() }
     }
 
+    /// Both kernels' gradients against the float64 backward oracle over the backward matrix.
+    func testGradientsMatchOracleOverTheBackwardMatrix() {
+        for testCase in AttentionCase.backwardMatrix { testCase.checkGradients() }
+    }
+
     /// 1,000 random cases from the same space; `FUZZ_SEED=<seed>` replays one.
     func testThousandRandomCasesMatchTheOracle() {
         if let replay = ProcessInfo.processInfo.environment["FUZZ_SEED"].flatMap(UInt64.init) {

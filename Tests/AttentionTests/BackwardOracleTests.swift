@@ -192,26 +192,77 @@ final class ReferenceBackwardTests: XCTestCase {
 extension ReferenceBackwardTests {
     /// Deterministic: the same gradients, bit for bit, for 1, 2 and 4 workers.
     func testGradientsAreBitwiseIdenticalForEveryWorkerCount() throws {
-        let config = try AttentionConfig(dModel: 32, nHeads: 4, useAttentionSinks: true, numAttentionSinks: 2,
-                                         useGQA: true, gqaGroups: 2, dropout: 0.1)
-        var model = try MultiHeadAttention(config: config, seed: 31)
-        model.flashBlockSizes = FlashBlockSizes(queryBlock: 8, keyBlock: 5)
-        let x = randomTensor([3, 19, 32], seed: 32), dy = randomTensor([3, 19, 32], seed: 33)
-        for kernel in AttentionKernel.allCases {
-          var first: LayerGradients?
-          for workers in [1, 2, 4] {
-            model.kernelWorkerCount = workers
-            let gradients = try model.layerGradients(x, mask: nil, training: true, dropoutSeed: 4, dy: dy, kernel: kernel).gradients
-            guard let first else {
-                first = gradients
-                continue
-            }
-            assertBitwiseEqual(gradients.input, first.input, "\(kernel): dx, \(workers) workers")
-            for parameter in AttentionParameter.allCases {
-                assertBitwiseEqual(gradients[parameter]!, first[parameter]!,
-                                   "\(kernel): d\(parameter.rawValue), \(workers) workers")
+        // GQA over three batch rows (one key chunk per item); one batch row with one key/value
+        // head, whose keys the flash backward splits into chunks (partial dQs) by itself and
+        // when told to; 300 rows give the projections' backward several row blocks.
+        let gqa = try AttentionConfig(dModel: 32, nHeads: 4, useAttentionSinks: true, numAttentionSinks: 2,
+                                      useGQA: true, gqaGroups: 2, dropout: 0.1)
+        let mqa = try AttentionConfig(dModel: 32, nHeads: 4, useAttentionSinks: true, numAttentionSinks: 3,
+                                      useGQA: true, gqaGroups: 1, dropout: 0.1)
+        let setups: [(String, AttentionConfig, batch: Int, seq: Int, KeySplit)] = [
+            ("GQA, batch 3", gqa, 3, 19, .automatic), ("MQA, batch 1", mqa, 1, 300, .automatic),
+            ("MQA, batch 1, 3 key chunks", mqa, 1, 300, .chunks(3)),
+        ]
+        for (name, config, batch, seq, split) in setups {
+          var model = try MultiHeadAttention(config: config, seed: 31)
+          model.flashBlockSizes = FlashBlockSizes(queryBlock: 8, keyBlock: 5)
+          model.keySplit = split
+          let x = randomTensor([batch, seq, 32], seed: 32), dy = randomTensor([batch, seq, 32], seed: 33)
+          for kernel in AttentionKernel.allCases {
+            var first: LayerGradients?
+            for workers in [1, 2, 4] {
+                model.kernelWorkerCount = workers
+                let gradients = try model.layerGradients(x, mask: nil, training: true, dropoutSeed: 4, dy: dy,
+                                                         kernel: kernel).gradients
+                guard let first else {
+                    first = gradients
+                    continue
+                }
+                let label = "\(name), \(kernel), \(workers) workers"
+                assertBitwiseEqual(gradients.input, first.input, "\(label): dx")
+                for parameter in AttentionParameter.allCases {
+                    assertBitwiseEqual(gradients[parameter]!, first[parameter]!, "\(label): d\(parameter.rawValue)")
+                }
             }
           }
+        }
+    }
+
+    /// The flash backward's work split: every key block of every batch row in exactly one
+    /// chunk, in order; one chunk when batch × key/value heads feed every processor twice; and
+    /// chunks of about equal work under the causal rule (late keys are seen by fewer queries,
+    /// so the last chunk holds more of them).
+    func testFlashBackwardChunksCoverEveryKeyBlockOnce() throws {
+        let config = try AttentionConfig(dModel: 16, nHeads: 4, useAttentionSinks: true, numAttentionSinks: 2,
+                                         useGQA: true, gqaGroups: 1)
+        let model = try MultiHeadAttention(config: config, seed: 1)
+        for (batch, split, expected) in [(1, KeySplit.chunks(4), 4), (1, .never, 1), (2, .chunks(3), 3),
+                                         (1, .automatic, min(2 * FlashAttention.defaultWorkerCount, 33))] {
+            let seq = 256
+            let saved = try model.savedForward(randomTensor([batch, seq, 16], seed: 2), mask: nil, training: false,
+                                               dropoutSeed: 0, kernel: .flash)
+            let segments = model.keySegments(tokens: saved.tokens, seq: seq, tokenCounts: Array(repeating: seq, count: batch),
+                                             positions: Array(repeating: 2, count: batch), cache: nil, coversSinks: false)
+            let problem = AttentionProblem(
+                batch: batch, queryCount: seq, nHeads: 4, numKVHeads: 1, headDim: 4, queries: saved.queries.pointer,
+                queryFirstPosition: 2, segments: segments, mask: nil, isCausal: true, scale: 0.5, dropout: nil,
+                context: UnsafeMutablePointer(mutating: saved.context.pointer))
+            let plan = FlashBackward.Plan(problem, queryBlock: 16, keyBlock: 8, keySplit: split)
+            XCTAssertEqual(plan.chunks, expected, "batch \(batch), \(split)")
+            for b in 0..<batch {
+                // 2 sinks + 256 tokens in blocks of 8: one sink block and 32 token blocks.
+                XCTAssertEqual(plan.keyBlocks[b].count, 33)
+                XCTAssertEqual(plan.chunkBlocks[b].first?.lowerBound, 0)
+                XCTAssertEqual(plan.chunkBlocks[b].last?.upperBound, 33)
+                for (previous, next) in zip(plan.chunkBlocks[b], plan.chunkBlocks[b].dropFirst()) {
+                    XCTAssertEqual(previous.upperBound, next.lowerBound, "batch \(batch), \(split): contiguous")
+                }
+                if plan.chunks > 1 {
+                    XCTAssertLessThan(plan.chunkBlocks[b].first!.count, plan.chunkBlocks[b].last!.count,
+                                      "batch \(batch), \(split): split by work, not by keys")
+                }
+            }
+            withExtendedLifetime(saved) {}
         }
     }
 

@@ -39,6 +39,16 @@ func tokenRows(_ x: Tensor, _ range: Range<Int>) -> Tensor {
 enum Tolerance {
     static let absolute = 1e-5
     static let relative = 1e-5
+
+    /// Gradients (flash-attention's rule): a fast backward passes when its largest error
+    /// against float64 is at most twice that of a plain fp32 implementation of the same math
+    /// (the reference kernel's materialised backward, itself held to the bound above), plus a
+    /// floor of `relative / 10` of the gradient's scale for gradients the plain one gets almost
+    /// exactly. A slip in one gradient (a dropped sink, a missing scale, a transposed product)
+    /// moves it by 1e-2 of its scale or more.
+    static func gradientBound(plainError: Double, scale: Double) -> Double {
+        2 * plainError + max(absolute, relative * scale) / 10
+    }
 }
 
 /// Where and by how much `actual` misses `expected`, under ``Tolerance``.
@@ -112,6 +122,21 @@ func assertClose(
 ) {
     XCTAssertEqual(actual.shape, expected.shape, "\(label()): shape", file: file, line: line)
     assertClose(actual.scalars, expected.scalars, label(), file: file, line: line)
+}
+
+/// Fails unless `actual` (a fast backward's gradient) is within
+/// ``Tolerance/gradientBound(plainError:scale:)`` of `expected` (float64), `plain` being the
+/// plain fp32 implementation's gradient; NaN or ±∞ on either side never passes.
+func assertGradientClose(
+    _ actual: [Float], plain: [Float], _ expected: [Double], _ label: @autoclosure () -> String,
+    file: StaticString = #filePath, line: UInt = #line
+) {
+    let comparison = Comparison(actual, expected), plainComparison = Comparison(plain, expected)
+    let bound = Tolerance.gradientBound(plainError: plainComparison.maxError, scale: comparison.scale)
+    let passes = comparison.countMismatch == nil && comparison.nonFiniteMismatches == 0
+        && plainComparison.nonFiniteMismatches == 0 && comparison.maxError <= bound
+    XCTAssertTrue(passes, "\(label()): \(comparison); plain fp32 max |Δ| \(plainComparison.maxError), gradient bound \(bound)",
+                  file: file, line: line)
 }
 
 /// Every element has the same bit pattern (so −0 differs from +0) and none is NaN (a kernel that
