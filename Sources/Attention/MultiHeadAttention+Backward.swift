@@ -182,57 +182,60 @@ extension MultiHeadAttention {
             isCausal: config.isCausal, window: nil, scale: scale, dropout: saved.dropout,
             context: UnsafeMutablePointer(mutating: saved.context.pointer))
         let workers = kernelWorkerCount ?? FlashAttention.defaultWorkerCount
-        var dOutProj = AlignedBuffer(zeros: outProj.count)
-        var dContext = AlignedBuffer(overwrittenCount: rows * dm)
+        // Post-RoPE dQ, and the tokens' dK, dV as `[batch · seq, kvWidth]`; the sinks' dK, dV
+        // one buffer per batch row (the rows share the sinks), summed below.
         var dQueries = AlignedBuffer(zeros: rows * dm)
-        // Per batch row: [sinks, tokens]; the sinks' buffers are summed below.
-        var dKeys = (0..<batch).map { _ in segments[0].map { AlignedBuffer(zeros: $0.rowCount * kvWidth) } }
-        var dValues = dKeys.map { $0.map { AlignedBuffer(zeros: $0.count) } }
-        let dKeyPointers = dKeys.indices.map { b in dKeys[b].indices.map { dKeys[b][$0].mutablePointer } }
-        let dValuePointers = dValues.indices.map { b in dValues[b].indices.map { dValues[b][$0].mutablePointer } }
-
-        // dWo = dyᵀ · context;  dcontext = dy · Wo
-        withUnsafePointers(to: [dy.scalars, outProj.scalars]) { operands in
-            let (dy, wo) = (operands[0], operands[1])
-            Projections.multiply([
-                ProductChain(terms: [.init(a: dy, lda: dm, transposeA: true, b: saved.context.pointer, ldb: dm, k: rows)],
-                             m: dm, n: dm, c: dOutProj.mutablePointer, ldc: dm, accumulates: false),
-                ProductChain(terms: [.init(a: dy, lda: dm, transposeA: false, b: wo, ldb: dm, k: dm)],
-                             m: rows, n: dm, c: dContext.mutablePointer, ldc: dm, accumulates: false),
-            ], workers: workers)
-        }
-        let buffers = AttentionBackwardBuffers(
-            contextGradient: dContext.pointer, context: saved.context.pointer, queries: dQueries.mutablePointer,
-            keys: dKeyPointers, values: dValuePointers)
-        withExtendedLifetime((saved, projectedSinks, dContext, dQueries, dKeys, dValues)) {
-            saved.mask.withAdditiveMask { additiveMask in
-                problem.mask = additiveMask
-                switch (saved.kernel, saved.logSumExp) {
-                case (.flash, let logSumExp?):
-                    FlashBackward.run(problem, buffers: buffers, logSumExp: logSumExp.pointer,
-                                      blocks: flashBlockSizes ?? FlashBackward.defaultBlocks, keySplit: keySplit,
-                                      workers: workers)
-                default:
-                    ReferenceBackward.run(problem, buffers: buffers, workers: workers)
+        var tokenKeys = AlignedBuffer(zeros: rows * kvWidth), tokenValues = AlignedBuffer(zeros: rows * kvWidth)
+        var sinkKeyRows = (0..<(s > 0 ? batch : 0)).map { _ in AlignedBuffer(zeros: s * kvWidth) }
+        var sinkValueRows = sinkKeyRows.map { AlignedBuffer(zeros: $0.count) }
+        let dQ = dQueries.mutablePointer, dK = tokenKeys.mutablePointer, dV = tokenValues.mutablePointer
+        let sinkKeyPointers = sinkKeyRows.indices.map { sinkKeyRows[$0].mutablePointer }
+        let sinkValuePointers = sinkValueRows.indices.map { sinkValueRows[$0].mutablePointer }
+        var dOutProj = AlignedBuffer(overwrittenCount: outProj.count)
+        let dOutProjPointer = dOutProj.mutablePointer
+        do {
+            // dWo = dyᵀ · context;  dcontext = dy · Wo (freed once the kernel's backward is done)
+            var dContext = AlignedBuffer(overwrittenCount: rows * dm)
+            let dContextPointer = dContext.mutablePointer
+            withUnsafePointers(to: [dy.scalars, outProj.scalars]) { operands in
+                let (dy, wo) = (operands[0], operands[1])
+                Projections.multiply([
+                    ProductChain(terms: [.init(a: dy, lda: dm, transposeA: true, b: saved.context.pointer, ldb: dm, k: rows)],
+                                 m: dm, n: dm, c: dOutProjPointer, ldc: dm, accumulates: false),
+                    ProductChain(terms: [.init(a: dy, lda: dm, transposeA: false, b: wo, ldb: dm, k: dm)],
+                                 m: rows, n: dm, c: dContextPointer, ldc: dm, accumulates: false),
+                ], workers: workers)
+            }
+            // Segments as `keySegments` orders them: [sinks, tokens].
+            let perRow = n * kvWidth
+            let kernelBuffers = AttentionBackwardBuffers(
+                contextGradient: dContext.pointer, context: saved.context.pointer, queries: dQ,
+                keys: (0..<batch).map { b in (s > 0 ? [sinkKeyPointers[b]] : []) + [dK + b * perRow] },
+                values: (0..<batch).map { b in (s > 0 ? [sinkValuePointers[b]] : []) + [dV + b * perRow] })
+            withExtendedLifetime((saved, projectedSinks, dContext, dQueries, tokenKeys, tokenValues, sinkKeyRows,
+                                  sinkValueRows)) {
+                saved.mask.withAdditiveMask { additiveMask in
+                    problem.mask = additiveMask
+                    switch (saved.kernel, saved.logSumExp) {
+                    case (.flash, let logSumExp?):
+                        FlashBackward.run(problem, buffers: kernelBuffers, logSumExp: logSumExp.pointer,
+                                          blocks: flashBlockSizes ?? FlashBackward.defaultBlocks, keySplit: keySplit,
+                                          workers: workers)
+                    default:
+                        ReferenceBackward.run(problem, buffers: kernelBuffers, workers: workers)
+                    }
                 }
             }
         }
 
-        // The sinks' dK, dV: one buffer per batch row, summed in row order. Token dK, dV as
-        // `[batch · seq, kvWidth]`.
+        // The sinks' dK, dV summed over batch rows in row order.
         var sinkKeys = AlignedBuffer(zeros: s * kvWidth), sinkValues = AlignedBuffer(zeros: s * kvWidth)
-        var tokenKeys = AlignedBuffer(overwrittenCount: rows * kvWidth)
-        var tokenValues = AlignedBuffer(overwrittenCount: rows * kvWidth)
         let sinkK = sinkKeys.mutablePointer, sinkV = sinkValues.mutablePointer
-        let dK = tokenKeys.mutablePointer, dV = tokenValues.mutablePointer, dQ = dQueries.mutablePointer
-        let tokenSegment = s > 0 ? 1 : 0
-        for b in 0..<batch {
+        for b in sinkKeyRows.indices {
             for i in 0..<(s * kvWidth) {
-                sinkK[i] += dKeys[b][0].pointer[i]
-                sinkV[i] += dValues[b][0].pointer[i]
+                sinkK[i] += sinkKeyRows[b].pointer[i]
+                sinkV[i] += sinkValueRows[b].pointer[i]
             }
-            (dK + b * n * kvWidth).update(from: dKeys[b][tokenSegment].pointer, count: n * kvWidth)
-            (dV + b * n * kvWidth).update(from: dValues[b][tokenSegment].pointer, count: n * kvWidth)
         }
         if config.useRoPE {
             let rope = RotaryEmbedding(config: config)
@@ -247,11 +250,10 @@ extension MultiHeadAttention {
         // dWq = dQᵀ·x;  dWk = dKᵀ·x + dK_sinkᵀ·sinks;  dWv likewise;
         // dx = dQ·Wq + dK·Wk + dV·Wv;  dsinks = dK_sink·Wk + dV_sink·Wv
         var dQProj = AlignedBuffer(overwrittenCount: dm * dm), dKProj = AlignedBuffer(overwrittenCount: kvWidth * dm)
-        var dVProj = AlignedBuffer(overwrittenCount: kvWidth * dm)
-        var dInput = AlignedBuffer(overwrittenCount: rows * dm), dSinks = AlignedBuffer(overwrittenCount: s * dm)
-        let outputs = (dQProj.mutablePointer, dKProj.mutablePointer, dVProj.mutablePointer,
-                       dInput.mutablePointer, dSinks.mutablePointer)
+        var dVProj = AlignedBuffer(overwrittenCount: kvWidth * dm), dSinks = AlignedBuffer(overwrittenCount: s * dm)
+        let weightOutputs = (dQProj.mutablePointer, dKProj.mutablePointer, dVProj.mutablePointer, dSinks.mutablePointer)
         withExtendedLifetime((dQueries, tokenKeys, tokenValues, sinkKeys, sinkValues)) {
+        gradients.input.withUnsafeMutableBufferPointer { dInput in
         withUnsafePointers(to: [x.scalars, sinkStates?.scalars ?? [], qProj.scalars, kProj.scalars, vProj.scalars]) {
             let (x, sinks, wq, wk, wv) = ($0[0], $0[1], $0[2], $0[3], $0[4])
             typealias Term = ProductChain.Term
@@ -263,22 +265,22 @@ extension MultiHeadAttention {
             }
             Projections.multiply([
                 weightGradient([Term(a: dQ, lda: dm, transposeA: true, b: x, ldb: dm, k: rows)],
-                               outputs: dm, into: outputs.0),
+                               outputs: dm, into: weightOutputs.0),
                 weightGradient([Term(a: dK, lda: kvWidth, transposeA: true, b: x, ldb: dm, k: rows)] + sinkTerms(sinkK),
-                               outputs: kvWidth, into: outputs.1),
+                               outputs: kvWidth, into: weightOutputs.1),
                 weightGradient([Term(a: dV, lda: kvWidth, transposeA: true, b: x, ldb: dm, k: rows)] + sinkTerms(sinkV),
-                               outputs: kvWidth, into: outputs.2),
+                               outputs: kvWidth, into: weightOutputs.2),
                 ProductChain(terms: [Term(a: dQ, lda: dm, transposeA: false, b: wq, ldb: dm, k: dm),
                                      Term(a: dK, lda: kvWidth, transposeA: false, b: wk, ldb: dm, k: kvWidth),
                                      Term(a: dV, lda: kvWidth, transposeA: false, b: wv, ldb: dm, k: kvWidth)],
-                             m: rows, n: dm, c: outputs.3, ldc: dm, accumulates: false),
+                             m: rows, n: dm, c: dInput.baseAddress!, ldc: dm, accumulates: false),
                 ProductChain(terms: [Term(a: sinkK, lda: kvWidth, transposeA: false, b: wk, ldb: dm, k: kvWidth),
                                      Term(a: sinkV, lda: kvWidth, transposeA: false, b: wv, ldb: dm, k: kvWidth)],
-                             m: s, n: dm, c: outputs.4, ldc: dm, accumulates: false),
+                             m: s, n: dm, c: weightOutputs.3, ldc: dm, accumulates: false),
             ], workers: workers)
         }
         }
-        gradients.input = dInput.array
+        }
         gradients.qProj = dQProj.array
         gradients.kProj = dKProj.array
         gradients.vProj = dVProj.array

@@ -58,14 +58,18 @@ public func scaledDotProductAttentionWithPullback(
         }
         try MultiHeadAttention.requireFinite(dOut, name: "dOut")
         let (context, logSumExp) = saved
-        var dQueries = AlignedBuffer(zeros: queries.count)
-        var dKeys = AlignedBuffer(zeros: call.batch * call.keyCount * call.kvWidth)
-        var dValues = AlignedBuffer(zeros: dKeys.count)
+        // Written in place: the gradients returned are the only output-sized buffers.
+        var dQueries = [Float](repeating: 0, count: queries.count)
+        var dKeys = [Float](repeating: 0, count: call.batch * call.keyCount * call.kvWidth)
+        var dValues = [Float](repeating: 0, count: dKeys.count)
         if runs {
-            let dQ = dQueries.mutablePointer, dK = dKeys.mutablePointer, dV = dValues.mutablePointer
             let perRow = call.keyCount * call.kvWidth
             let contextGradient = call.tokenMajor(dOut.scalars)
-            withExtendedLifetime((context, logSumExp, dQueries, dKeys, dValues)) {
+            withExtendedLifetime((context, logSumExp)) {
+            dQueries.withUnsafeMutableBufferPointer { dQ in
+            dKeys.withUnsafeMutableBufferPointer { dK in
+            dValues.withUnsafeMutableBufferPointer { dV in
+                let (dQ, dK, dV) = (dQ.baseAddress!, dK.baseAddress!, dV.baseAddress!)
                 contextGradient.withUnsafeBufferPointer { contextGradient in
                     call.withProblem(context: UnsafeMutablePointer(mutating: context.pointer)) { problem in
                         let buffers = AttentionBackwardBuffers(
@@ -82,17 +86,20 @@ public func scaledDotProductAttentionWithPullback(
                     }
                 }
             }
+            }
+            }
+            }
         }
         // The kernels write dK, dV token-major, `[batch, keyLength, numKVHeads · headDim]`.
-        func inKeyLayout(_ buffer: AlignedBuffer) throws -> Tensor {
+        func inKeyLayout(_ scalars: [Float]) throws -> Tensor {
             let scalars = call.headMajorKeys
-                ? swapAxes1And2(buffer.array, batch: call.batch, outer: call.keyCount, inner: call.numKVHeads,
+                ? swapAxes1And2(scalars, batch: call.batch, outer: call.keyCount, inner: call.numKVHeads,
                                 width: call.headDim)
-                : buffer.array
+                : scalars
             return try Tensor(shape: call.keyShape, scalars: scalars)
         }
         return AttentionInputGradients(
-            queries: try Tensor(shape: call.queryShape, scalars: call.inQueryLayout(dQueries.array)),
+            queries: try Tensor(shape: call.queryShape, scalars: call.inQueryLayout(dQueries)),
             keys: try inKeyLayout(dKeys), values: try inKeyLayout(dValues))
     })
 }

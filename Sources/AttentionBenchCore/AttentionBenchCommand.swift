@@ -35,7 +35,18 @@ public struct AttentionBenchCommand: ParsableCommand {
         Memory: the report gives the peak RSS (getrusage). With --report-rss it also gives, \
         per seq, the peak RSS after allocating inputs, weights and one output (the baseline) \
         and after the calls; the difference is what the calls needed beyond those. Measure \
-        that with one --seq and one --kernel per process.
+        that with one --seq and one --kernel per process. With --backward --report-rss, one \
+        more untimed call measures the backward alone: the resident memory the forward's kept \
+        state added, then the peak during the pullback beyond it (peak reset through \
+        /proc/self/clear_refs), and of that peak the bytes of the gradients returned; the \
+        rest is the backward's working memory.
+
+        --backward times a training step instead: the forward that keeps what its backward \
+        needs, then the backward of a fixed random dy (the layer's forwardWithPullback and \
+        pullback; with --attention-only, scaledDotProductAttentionWithPullback and its \
+        pullback). Attention counts 4·B·H·D·V forward plus 10·B·H·D·V backward (dV, dP, dQ, \
+        dK and the recomputed Q·Kᵀ); the projections count 3× (forward, weights' and inputs' \
+        gradients).
 
         --decode times decoding instead: one new token per call against a KV cache of N \
         tokens, N from --seq (default 1024 and 4096), at each thread count, with the flash \
@@ -109,7 +120,7 @@ public struct AttentionBenchCommand: ParsableCommand {
     @Flag(help: "Time decoding: one token per call against a KV cache of each --seq length, key split off and on (see below); with --attention-only, the kernel rows alone.")
     public var decode = false
 
-    @Flag(help: "Time training steps: each call is the layer's forwardWithPullback and its pullback of a fixed dy (flops: 14·B·H·D·V for attention, 3× the projections).")
+    @Flag(help: "Time training steps: each call is the layer's forwardWithPullback and its pullback of a fixed dy (flops: 4·B·H·D·V forward + 10·B·H·D·V backward for attention, 3× the projections); with --attention-only, scaledDotProductAttentionWithPullback and its pullback.")
     public var backward = false
 
     @Option(help: "table, csv or json.")
@@ -170,8 +181,8 @@ public struct AttentionBenchCommand: ParsableCommand {
         } else if rope ?? true, (dModel / heads) % 2 != 0 {
             throw ValidationError("head dim (--d-model / --heads = \(dModel / heads)) must be even with RoPE; pass --no-rope")
         }
-        if backward, attentionOnly || decode {
-            throw ValidationError("--backward times the layer's forward and backward; --attention-only and --decode do not apply")
+        if backward, decode {
+            throw ValidationError("--backward times a forward and its backward over a whole sequence; --decode does not apply")
         }
         if decode, kernel == .reference {
             throw ValidationError("--decode times the flash kernel (the key split is the flash kernel's); --kernel reference does not apply")
@@ -212,7 +223,7 @@ public struct AttentionBenchCommand: ParsableCommand {
 
     public mutating func run() throws {
         let quiet = self.quiet
-        let runner = BenchRunner(workload: workload) { line in
+        let runner = BenchRunner(workload: workload, reportsMemory: reportRSS && backward) { line in
             if !quiet { FileHandle.standardError.write(Data("attention-bench: \(line)\n".utf8)) }
         }
         let report = try runner.run()

@@ -93,6 +93,21 @@ public struct MemoryReading: Sendable, Codable, Equatable {
     /// `peakRssBytes − baselinePeakRssBytes`: memory the calls needed beyond inputs, weights
     /// and output. Meaningful when the process measures one sequence length and one kernel.
     public var extraBytes: Int { peakRssBytes - baselinePeakRssBytes }
+    /// With `--backward --report-rss`: one untimed training step's memory, split at the pullback.
+    public var backward: BackwardMemory? = nil
+}
+
+/// The memory of one forward-with-pullback and its pullback (`--backward --report-rss`).
+public struct BackwardMemory: Sendable, Codable, Equatable {
+    /// Resident memory the forward added, its output and what it kept for the backward.
+    public var forwardKeptBytes: Int
+    /// Peak resident memory during the pullback beyond what was resident when it started:
+    /// what the backward needs beyond what the forward kept.
+    public var backwardPeakBytes: Int
+    /// Of that, the gradients the pullback returns.
+    public var gradientBytes: Int
+    /// `backwardPeakBytes − gradientBytes`: the backward's working memory.
+    public var workingBytes: Int { backwardPeakBytes - gradientBytes }
 }
 
 /// Everything one run measured.
@@ -194,7 +209,9 @@ extension BenchReport {
         let w = workload
         var out: [String] = []
         let what = w.timesBackward
-            ? "MultiHeadAttention.forwardWithPullback + pullback (forward and backward of the whole layer)"
+            ? (w.mode == .forward
+                ? "MultiHeadAttention.forwardWithPullback + pullback (forward and backward of the whole layer)"
+                : "scaledDotProductAttentionWithPullback + pullback (forward and backward of the attention kernel alone)")
             : w.mode == .forward
             ? "MultiHeadAttention.forward (projections + RoPE + sinks + attention)"
             : "scaledDotProductAttention (attention kernel alone)"
@@ -256,6 +273,12 @@ extension BenchReport {
                 out.append(String(format: "RSS at %@ %d: baseline %.1f MiB%@, peak %.1f MiB, extra %.1f MiB",
                                   what, reading.seq, mebibytes(reading.baselinePeakRssBytes), baselineNote,
                                   mebibytes(reading.peakRssBytes), mebibytes(reading.extraBytes)))
+                if let backward = reading.backward {
+                    out.append(String(
+                        format: "  one training step at %@ %d: the forward kept %.1f MiB; the backward peaked %.1f MiB beyond that, of which %.1f MiB are the gradients returned and %.1f MiB working memory",
+                        what, reading.seq, mebibytes(backward.forwardKeptBytes), mebibytes(backward.backwardPeakBytes),
+                        mebibytes(backward.gradientBytes), mebibytes(backward.workingBytes)))
+                }
             }
         }
         out.append(String(format: "peak RSS: %.1f MiB", mebibytes(peakRssBytes)))

@@ -12,12 +12,25 @@ public struct BenchRunner {
     /// Receives one line per step (the command sends them to stderr).
     public var progress: (String) -> Void
 
-    public init(workload: Workload, progress: @escaping (String) -> Void = { _ in }) {
+    /// With `--backward --report-rss`: one more untimed training step per sequence length,
+    /// measured for memory (``BackwardMemory``).
+    public var reportsMemory: Bool
+
+    public init(workload: Workload, reportsMemory: Bool = false, progress: @escaping (String) -> Void = { _ in }) {
         self.workload = workload
+        self.reportsMemory = reportsMemory
         self.progress = progress
     }
 
     public func run() throws -> BenchReport {
+        #if canImport(Glibc)
+        if reportsMemory {
+            // A fixed threshold: every large buffer is its own mapping, returned when freed, so
+            // the resident set follows what is alive (glibc otherwise raises the threshold after
+            // each free and keeps freed buffers of up to 32 MiB in its heap).
+            _ = glibcMallopt(-3 /* M_MMAP_THRESHOLD, malloc.h */, 128 * 1024)
+        }
+        #endif
         let machine = MachineInfo.current()
         let savedThreads = BLAS.threadCount
         defer { BLAS.threadCount = savedThreads }
@@ -84,6 +97,8 @@ public struct BenchRunner {
     /// One call of the workload at a fixed sequence length, thread count and kernel.
     private struct Subject {
         let call: (BenchKernel, Int) throws -> Void
+        /// With `--backward`: one training step, measured for memory instead of time.
+        var backwardMemory: ((BenchKernel, Int) throws -> BackwardMemory)? = nil
     }
 
     private func makeSubject(sequenceLength n: Int) throws -> Subject {
@@ -95,12 +110,18 @@ public struct BenchRunner {
                                scalars: Self.uniformScalars(count: w.batch * n * w.dModel, seed: w.seed &+ 1))
             if w.timesBackward {
                 let dy = try Tensor(shape: x.shape, scalars: Self.uniformScalars(count: x.count, seed: w.seed &+ 2))
-                return Subject { kernel, threads in
+                func step(_ kernel: BenchKernel, _ threads: Int, memory: Bool) throws -> BackwardMemory? {
                     var layer = layer
                     layer.kernelWorkerCount = threads
-                    let (_, pullback) = try layer.forwardWithPullback(x, kernel: kernel.attentionKernel)
-                    _ = try pullback(dy)
+                    return try Self.trainingStep(measuresMemory: memory) {
+                        try layer.forwardWithPullback(x, kernel: kernel.attentionKernel).pullback
+                    } backward: { pullback in
+                        let gradients = try pullback(dy)
+                        return AttentionParameter.allCases.reduce(gradients.input.count) { $0 + (gradients[$1]?.count ?? 0) }
+                    }
                 }
+                return Subject(call: { _ = try step($0, $1, memory: false) },
+                               backwardMemory: { try step($0, $1, memory: true)! })
             }
             return Subject { kernel, threads in
                 var layer = layer
@@ -116,6 +137,21 @@ public struct BenchRunner {
                                scalars: Self.uniformScalars(count: kvCount, seed: w.seed &+ 2))
             let v = try Tensor(shape: [w.batch, n, w.kvDim],
                                scalars: Self.uniformScalars(count: kvCount, seed: w.seed &+ 3))
+            if w.timesBackward {
+                let dOut = try Tensor(shape: q.shape, scalars: Self.uniformScalars(count: qCount, seed: w.seed &+ 4))
+                func step(_ kernel: BenchKernel, _ threads: Int, memory: Bool) throws -> BackwardMemory? {
+                    try Self.trainingStep(measuresMemory: memory) {
+                        try scaledDotProductAttentionWithPullback(
+                            queries: q, keys: k, values: v, nHeads: w.heads, numKVHeads: w.kvHeads,
+                            isCausal: w.causal, kernel: kernel.attentionKernel, workers: threads).pullback
+                    } backward: { pullback in
+                        let gradients = try pullback(dOut)
+                        return gradients.queries.count + gradients.keys.count + gradients.values.count
+                    }
+                }
+                return Subject(call: { _ = try step($0, $1, memory: false) },
+                               backwardMemory: { try step($0, $1, memory: true)! })
+            }
             return Subject { kernel, threads in
                 _ = try scaledDotProductAttention(
                     queries: q, keys: k, values: v, nHeads: w.heads, numKVHeads: w.kvHeads,
@@ -176,6 +212,10 @@ public struct BenchRunner {
             }
         }
         let peak = ResidentMemory.peakBytes()
+        var reading = MemoryReading(seq: n, baselinePeakRssBytes: baseline, peakRssBytes: peak)
+        if reportsMemory, let measure = subject.backwardMemory, let kernel = w.kernels.first {
+            reading.backward = try measure(kernel, w.threadCounts.max()!)
+        }
 
         // Ratios need every median of this sequence length.
         let fewest = w.threadCounts.min()!
@@ -187,7 +227,29 @@ public struct BenchRunner {
                 rows[index].flashOverReference = reference / flash
             }
         }
-        return (rows, MemoryReading(seq: n, baselinePeakRssBytes: baseline, peakRssBytes: peak))
+        return (rows, reading)
+    }
+
+    /// One forward (returning its pullback) and the pullback (returning the count of gradient
+    /// elements). With `measuresMemory`, the resident memory the forward added, and the peak
+    /// during the backward beyond that; `nil` otherwise.
+    static func trainingStep<Pullback>(
+        measuresMemory: Bool, forward: () throws -> Pullback, backward: (Pullback) throws -> Int
+    ) throws -> BackwardMemory? {
+        guard measuresMemory else {
+            _ = try backward(try forward())
+            return nil
+        }
+        let before = ResidentMemory.currentBytes()
+        let pullback = try forward()
+        let kept = ResidentMemory.currentBytes()
+        ResidentMemory.resetPeak()
+        let gradientElements = try backward(pullback)
+        let peak = ResidentMemory.currentPeakBytes()
+        return withExtendedLifetime(pullback) {
+            BackwardMemory(forwardKeptBytes: kept - before, backwardPeakBytes: peak - kept,
+                           gradientBytes: gradientElements * MemoryLayout<Float>.size)
+        }
     }
 
     // MARK: decode
@@ -357,3 +419,9 @@ public struct BenchRunner {
         }
     }
 }
+
+#if canImport(Glibc)
+/// glibc's `mallopt` (malloc.h, which the Glibc module does not export).
+@_silgen_name("mallopt")
+private func glibcMallopt(_ parameter: Int32, _ value: Int32) -> Int32
+#endif

@@ -144,6 +144,24 @@ public enum ResidentMemory {
         #endif
     }
 
+    /// Peak resident set since the last ``resetPeak()`` (`VmHWM` of `/proc/self/status`), in
+    /// bytes; ``peakBytes()`` where that file does not exist.
+    public static func currentPeakBytes() -> Int {
+        guard let status = MachineInfo.readProcFile("/proc/self/status"),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+              let kib = Int(line.split(separator: " ").dropFirst().first ?? "") else { return peakBytes() }
+        return kib * 1024
+    }
+
+    /// Sets the peak that ``currentPeakBytes()`` reports to the resident set now (writes `5`
+    /// to `/proc/self/clear_refs`, Linux 4.0 and later); does nothing elsewhere.
+    public static func resetPeak() {
+        if let handle = FileHandle(forWritingAtPath: "/proc/self/clear_refs") {
+            handle.write(Data("5".utf8))
+            try? handle.close()
+        }
+    }
+
     /// Resident set now (`/proc/self/statm`), in bytes; 0 where that file does not exist.
     public static func currentBytes() -> Int {
         guard let statm = MachineInfo.readProcFile("/proc/self/statm") else { return 0 }

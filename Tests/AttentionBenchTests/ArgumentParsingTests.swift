@@ -123,9 +123,9 @@ final class ArgumentParsingTests: XCTestCase {
         }
         // The head-dim rule is RoPE's alone.
         XCTAssertNoThrow(try AttentionBenchCommand.parse(["--d-model", "36", "--heads", "12", "--no-rope"]))
-        for other in ["--attention-only", "--decode"] {
-            assertRejected(["--backward", other], containing: ["--backward times the layer's forward and backward"])
-        }
+        assertRejected(["--backward", "--decode"],
+                       containing: ["--backward times a forward and its backward over a whole sequence; --decode does not apply"])
+        XCTAssertNoThrow(try AttentionBenchCommand.parse(["--backward", "--attention-only"]))
     }
 
     func testBadArgumentsExitNonZeroWithOneLine() throws {
@@ -160,6 +160,10 @@ final class ArgumentParsingTests: XCTestCase {
         XCTAssertEqual(training.backward, true)
         XCTAssertEqual(training.flops(sequenceLength: 10), 14 * b * h * d * causalScores + 3 * projections)
         XCTAssertNil(try AttentionBenchCommand.parse([]).workload.backward, "no key in a forward run's JSON")
+        // The kernel alone: 4 forward + 10 backward flops per visible score and head element.
+        let kernelTraining = try AttentionBenchCommand.parse(["--d-model", "64", "--heads", "4", "--kv-heads", "2",
+                                                              "--attention-only", "--backward"]).workload
+        XCTAssertEqual(kernelTraining.flops(sequenceLength: 10), (4 + 10) * b * h * d * (n * (n + 1) / 2))
     }
 
     /// Runs `body` with file descriptor 2 pointing into `pipe`, then restores it.

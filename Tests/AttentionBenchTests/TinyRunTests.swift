@@ -25,6 +25,29 @@ final class TinyRunTests: XCTestCase {
         XCTAssertTrue(report.table().contains("forwardWithPullback"))
     }
 
+    /// `--backward --attention-only`: the kernel's training step, both kernels; with memory
+    /// reporting, one more step splits its memory at the pullback, and the gradients returned
+    /// (q, k and v-sized) are counted exactly.
+    func testTinyKernelBackwardRunReportsItsMemory() throws {
+        var workload = tinyWorkload(mode: .attentionOnly)
+        workload.backward = true
+        workload.sequenceLengths = [33]
+        workload.kernels = [.flash]
+        let report = try BenchRunner(workload: workload, reportsMemory: true).run()
+        XCTAssertEqual(report.results.count, 2, "threads")
+        for row in report.results {
+            XCTAssertTrue(row.medianMs > 0 && row.gflops.isFinite && row.gflops > 0, "\(row)")
+        }
+        let memory = try XCTUnwrap(report.memory.first?.backward)
+        // q [2, 33, 32] and k, v [2, 33, 16] floats.
+        XCTAssertEqual(memory.gradientBytes, (2 * 33 * 32 + 2 * 2 * 33 * 16) * 4)
+        XCTAssertGreaterThanOrEqual(memory.forwardKeptBytes, 0)
+        let table = report.table(reportRSS: true)
+        XCTAssertTrue(table.contains("scaledDotProductAttentionWithPullback"), table)
+        XCTAssertTrue(table.contains("one training step at seq 33: the forward kept"), table)
+        XCTAssertNotNil(try report.json().range(of: "\"backward_peak_bytes\""))
+    }
+
     func testTinyRunProducesWellFormedCSV() throws {
         let report = try BenchRunner(workload: tinyWorkload()).run()
         let rows = csvRows(report)
