@@ -17,7 +17,7 @@ Scripts/test.sh or CI):
 
 Builds attention-bench in release mode if `--bench` is not given.
 
-Row groups (--rows, default all four). Shapes: B = --batch (1), dModel = --d-model (768),
+Row groups (--rows, default all six). Shapes: B = --batch (1), dModel = --d-model (768),
 H = --heads (12), D = dModel / H (64), Hkv = --kv-heads (4) where the group says GQA. Inputs are
 fp32 uniform in [-1, 1); torch and ONNX Runtime read the same buffers.
 
@@ -64,6 +64,19 @@ fp32 uniform in [-1, 1); torch and ONNX Runtime read the same buffers.
           keys and would hide the sinks. Before timing, the module is checked against a
           float64 materialise-everything version of the same math.
           ORT: none ("–"); the issue compares the layer with PyTorch only.
+  sdpa-train  a training step of the attention alone, GQA H/Hkv, causal, N = --sdpa-train-seq
+          (1024,4096): the forward that keeps what its backward needs, then the backward of a
+          fixed random dOut into dq, dk, dv.
+          Swift: `attention-bench --attention-only --backward --kernel flash`
+          (scaledDotProductAttentionWithPullback and its pullback).
+          PyTorch: autograd of F.scaled_dot_product_attention(is_causal=True, enable_gqa=True)
+          on leaf q, k, v [B, H or Hkv, N, D] that require grad; each call is the forward and
+          out.backward(dOut), the .grad of q, k, v set to None before it. No ORT peer.
+  layer-train  a training step of the whole layer (as `layer`), N = --layer-train-seq
+          (1024,4096): gradients of x, the four projections and the sink states for a fixed dy.
+          Swift: `attention-bench --backward --kernel flash` (forwardWithPullback + pullback).
+          PyTorch: autograd of LibraryAttention (x requires grad too); each call is the forward
+          and y.backward(dy), every .grad set to None before it. No ORT peer.
 
 Checks before timing: per (group, N), ORT's output is compared with PyTorch's on the very inputs
 that are then timed; the script prints the max abs difference and stops (exit 1) if it is above
@@ -86,13 +99,16 @@ row, its thread pool's default spinning left on).
 GF/s uses the bench's flop formula (`attention-bench --help`), a multiply and an add being 2
 flops: attention = 4*B*H*D*V, V = N^2, or N(N+1)/2 when causal, or N for the decode step (one
 query, N keys); the layer adds projections = 2*B*N*dModel*(2*dModel + 2*Hkv*D)
-+ 2*S*dModel*2*Hkv*D and counts V = N*S + N(N+1)/2.
++ 2*S*dModel*2*Hkv*D and counts V = N*S + N(N+1)/2. A training step counts attention
+(4 + 10)*B*H*D*V (forward, then dV, dP, dQ, dK and the recomputed scores) and 3x the
+projections.
 
 --quick: N = 128 (decode: cache 256), 1 round, 3 timed calls after 1 warm-up (decode: 10 after
 2), for checking the script end to end, not for numbers.
 """
 
 import argparse
+import contextlib
 import csv
 import json
 import math
@@ -105,7 +121,8 @@ import time
 from release_bench import build_release_bench
 
 NAME = "compare_peers.py"
-GROUPS = ["mha", "gqa", "decode", "layer"]
+GROUPS = ["mha", "gqa", "decode", "layer", "sdpa-train", "layer-train"]
+TRAINING_GROUPS = ("sdpa-train", "layer-train")
 PEERS = ["swift", "torch", "ort"]
 CHECK_TOLERANCE = 1e-3
 DASH = "–"
@@ -163,6 +180,8 @@ def parse_arguments(argv):
     p.add_argument("--gqa-seq", type=int_list, default=None, help="default 1024,2048,4096 (--quick: 128)")
     p.add_argument("--decode-seq", type=int_list, default=None, help="cache lengths; default 4096 (--quick: 256)")
     p.add_argument("--layer-seq", type=int_list, default=None, help="default 1024,4096 (--quick: 128)")
+    p.add_argument("--sdpa-train-seq", type=int_list, default=None, help="default 1024,4096 (--quick: 128)")
+    p.add_argument("--layer-train-seq", type=int_list, default=None, help="default 1024,4096 (--quick: 128)")
     p.add_argument("--threads", type=int_list, default=list(range(1, cores + 1)))
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds per row (default 3; --quick: 1)")
     p.add_argument("--iterations", type=int, default=None,
@@ -173,10 +192,11 @@ def parse_arguments(argv):
     a = p.parse_args(argv)
     quick = a.quick
     defaults = {"mha": [128] if quick else [1024, 4096], "gqa": [128] if quick else [1024, 2048, 4096],
-                "decode": [256] if quick else [4096], "layer": [128] if quick else [1024, 4096]}
+                "decode": [256] if quick else [4096], "layer": [128] if quick else [1024, 4096],
+                "sdpa-train": [128] if quick else [1024, 4096], "layer-train": [128] if quick else [1024, 4096]}
     a.seqs = {}
     for group in GROUPS:
-        given = getattr(a, f"{group}_seq")
+        given = getattr(a, f"{group.replace('-', '_')}_seq")
         a.seqs[group] = given if given is not None else defaults[group]
     if a.rounds is None:
         a.rounds = 1 if quick else 3
@@ -194,7 +214,7 @@ def parse_arguments(argv):
         p.error("--sinks and --warmup must be >= 0")
     if a.d_model % a.heads or a.heads % a.kv_heads:
         p.error("--heads must divide --d-model and --kv-heads must divide --heads")
-    if "layer" in a.rows and not a.no_rope and (a.d_model // a.heads) % 2:
+    if ("layer" in a.rows or "layer-train" in a.rows) and not a.no_rope and (a.d_model // a.heads) % 2:
         p.error("RoPE needs an even head dim; pass --no-rope")
     return a
 
@@ -207,9 +227,11 @@ class Shape:
         self.d_model, self.heads = a.d_model, a.heads
         self.head_dim = a.d_model // a.heads
         self.kv_heads = a.heads if group == "mha" else a.kv_heads
-        self.causal = group in ("gqa", "layer")
-        self.sinks = a.sinks if group == "layer" else 0
-        self.rope = group == "layer" and not a.no_rope
+        self.training = group in TRAINING_GROUPS
+        self.is_layer = group in ("layer", "layer-train")
+        self.causal = group in ("gqa", "layer", "sdpa-train", "layer-train")
+        self.sinks = a.sinks if self.is_layer else 0
+        self.rope = self.is_layer and not a.no_rope
         self.decode = group == "decode"
         self.iterations, self.warmup = a.counts["decode" if self.decode else "prefill"]
         self.min_warmup_seconds = 0.1 if self.decode else 0.0
@@ -220,12 +242,12 @@ class Shape:
         if self.decode:
             return 4 * b * h * d * n
         visible = n * s + (n * (n + 1) / 2 if self.causal else n * n)
-        attention = 4 * b * h * d * visible
-        if self.group != "layer":
+        attention = (14 if self.training else 4) * b * h * d * visible
+        if not self.is_layer:
             return attention
         kv_dim = self.kv_heads * d
         projections = 2 * b * n * self.d_model * (2 * self.d_model + 2 * kv_dim) + 2 * s * self.d_model * 2 * kv_dim
-        return attention + projections
+        return attention + projections * (3 if self.training else 1)
 
     def describe(self):
         what = {"mha": "attention only, not causal; ORT MultiHeadAttention",
@@ -233,10 +255,14 @@ class Shape:
                 "decode": "one query against N cached keys/values, not causal; "
                           "ORT GroupQueryAttention, shared KV buffer, N-1 past + 1 new token",
                 "layer": f"MultiHeadAttention.forward vs LibraryAttention, sinks={self.sinks}, "
-                         f"RoPE={'on' if self.rope else 'off'}, causal; no ORT peer"}
+                         f"RoPE={'on' if self.rope else 'off'}, causal; no ORT peer",
+                "sdpa-train": "forward + backward of the attention alone, causal; "
+                              "scaledDotProductAttentionWithPullback vs autograd of SDPA; no ORT peer",
+                "layer-train": f"forward + backward of the layer (dx, dW, dsinks) vs autograd of LibraryAttention, "
+                               f"sinks={self.sinks}, RoPE={'on' if self.rope else 'off'}, causal; no ORT peer"}
         calls = lambda count, noun: f"{count} {noun}{'' if count == 1 else 's'}"
         return (f"{self.group}: B={self.batch} H={self.heads} Hkv={self.kv_heads} D={self.head_dim}"
-                f"{' dModel=' + str(self.d_model) if self.group == 'layer' else ''}; {what[self.group]}; "
+                f"{' dModel=' + str(self.d_model) if self.is_layer else ''}; {what[self.group]}; "
                 f"{calls(self.iterations, 'timed call')} after {calls(self.warmup, 'warm-up call')} per run"
                 f"{' (warm-up at least 0.1 s)' if self.decode else ''}")
 
@@ -388,6 +414,29 @@ if torch is not None:
                 module = LibraryAttention(s.d_model, h, hkv, s.sinks, s.rope, True).eval()
                 x = uniform(b, n, s.d_model)
                 self.call = lambda: module(x)
+                self.inputs = None
+                return
+            if s.group == "layer-train":
+                module = LibraryAttention(s.d_model, h, hkv, s.sinks, s.rope, True).train()
+                x = uniform(b, n, s.d_model).requires_grad_(True)
+                dy = uniform(b, n, s.d_model)
+
+                def step():
+                    module.zero_grad(set_to_none=True)
+                    x.grad = None
+                    module(x).backward(dy)
+                self.call = step
+                self.inputs = None
+                return
+            if s.group == "sdpa-train":
+                leaves = [uniform(b, heads, n, d).requires_grad_(True) for heads in (h, hkv, hkv)]
+                d_out = uniform(b, h, n, d)
+
+                def step():
+                    for leaf in leaves:
+                        leaf.grad = None
+                    sdpa(*leaves, True, gqa_supported).backward(d_out)
+                self.call = step
                 self.inputs = None
                 return
             if s.decode:
@@ -545,7 +594,9 @@ def swift_command(bench, shape, threads):
     if s.decode:
         return command + ["--decode", "--attention-only"]
     command += ["--kernel", "flash", "--max-seconds", "0", "--causal" if s.causal else "--no-causal"]
-    if s.group == "layer":
+    if s.training:
+        command.append("--backward")
+    if s.is_layer:
         return command + ["--sinks", str(s.sinks), "--rope" if s.rope else "--no-rope"]
     return command + ["--attention-only"]
 
@@ -608,7 +659,7 @@ def measure(a, bench, shape, threads, torch_subject, ort_diff):
         machine = report["machine"]
 
     def run_python(peer, call):
-        with torch.inference_mode():
+        with contextlib.nullcontext() if shape.training else torch.inference_mode():
             times[peer].append(median_ms(call, shape.iterations, shape.warmup, shape.min_warmup_seconds))
         time.sleep(0.05)  # let OpenMP's and ORT's spinning workers go idle before the next peer
 
@@ -650,7 +701,7 @@ def main(argv):
               "  CPU wheel index where reachable) and run this script with its python.", file=sys.stderr)
         return 1
     bench = a.bench or build_release_bench(NAME)
-    if "layer" in a.rows:
+    if "layer" in a.rows or "layer-train" in a.rows:
         error = check_module(a)
         print(f"{NAME}: LibraryAttention matches its float64 check (max rel. error {error:.1e})", file=sys.stderr)
 
@@ -684,7 +735,8 @@ def main(argv):
           + ("; decode: split (c) = KeySplit.chunks(c), unsplit = KeySplit.never" if "decode" in a.rows else "")
           + (f"; ORT's outputs matched PyTorch SDPA's within {CHECK_TOLERANCE:g} (max abs diff: 'ORT diff')"
              if checked else "")
-          + (f"; layer has no ORT peer ({DASH})" if "layer" in a.rows else ""))
+          + (f"; layer and training rows have no ORT peer ({DASH})"
+             if any(g in a.rows for g in ("layer",) + TRAINING_GROUPS) else ""))
     print()
     header = ["group", "N", "threads", "Swift variant", "Swift ms", "PyTorch ms", "ORT ms",
               "Swift GF/s", "PyTorch GF/s", "ORT GF/s", "PyTorch/Swift", "ORT/Swift", "ORT diff"]
