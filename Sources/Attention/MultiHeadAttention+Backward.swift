@@ -122,7 +122,7 @@ extension MultiHeadAttention {
         let (queries, tokens) = projectTokens(x, batch: batch, seq: n, positions: positions)
         let segments = keySegments(tokens: tokens, seq: n, tokenCounts: tokenCounts, positions: positions,
                                    cache: nil, coversSinks: validatedMask?.layout.coversSinks == true)
-        var context = AlignedBuffer(zeros: rows * dm)
+        var context = AlignedBuffer(overwrittenCount: rows * dm)  // the kernel writes every row
         var logSumExp = kernel == .flash ? AlignedBuffer(zeros: batch * h * n) : nil
         var problem = AttentionProblem(
             batch: batch, queryCount: n, nHeads: h, numKVHeads: hkv, headDim: hd, queries: queries.pointer,
@@ -166,12 +166,13 @@ extension MultiHeadAttention {
         let batch = saved.batch, n = saved.seq
         let dm = config.dModel, rows = batch * n, s = config.numSinks
         let h = config.nHeads, hkv = config.numKVHeads, hd = config.headDim, kvWidth = hkv * hd
-        var gradients = LayerGradients(
-            input: [Float](repeating: 0, count: rows * dm), qProj: [Float](repeating: 0, count: qProj.count),
-            kProj: [Float](repeating: 0, count: kProj.count), vProj: [Float](repeating: 0, count: vProj.count),
-            outProj: [Float](repeating: 0, count: outProj.count),
-            sinkStates: sinkStates.map { [Float](repeating: 0, count: $0.count) })
-        guard rows > 0 else { return gradients }
+        guard rows > 0 else {
+            return LayerGradients(
+                input: [Float](repeating: 0, count: rows * dm), qProj: [Float](repeating: 0, count: qProj.count),
+                kProj: [Float](repeating: 0, count: kProj.count), vProj: [Float](repeating: 0, count: vProj.count),
+                outProj: [Float](repeating: 0, count: outProj.count),
+                sinkStates: sinkStates.map { [Float](repeating: 0, count: $0.count) })
+        }
 
         let positions = Array(repeating: s, count: batch), tokenCounts = Array(repeating: n, count: batch)
         let segments = keySegments(tokens: saved.tokens, seq: n, tokenCounts: tokenCounts, positions: positions,
@@ -184,10 +185,12 @@ extension MultiHeadAttention {
         let workers = kernelWorkerCount ?? FlashAttention.defaultWorkerCount
         // Post-RoPE dQ, and the tokens' dK, dV as `[batch · seq, kvWidth]`; the sinks' dK, dV
         // one buffer per batch row (the rows share the sinks), summed below.
-        var dQueries = AlignedBuffer(zeros: rows * dm)
-        var tokenKeys = AlignedBuffer(zeros: rows * kvWidth), tokenValues = AlignedBuffer(zeros: rows * kvWidth)
-        var sinkKeyRows = (0..<(s > 0 ? batch : 0)).map { _ in AlignedBuffer(zeros: s * kvWidth) }
-        var sinkValueRows = sinkKeyRows.map { AlignedBuffer(zeros: $0.count) }
+        // Both kernels' backward passes zero what they write before adding into it.
+        var dQueries = AlignedBuffer(overwrittenCount: rows * dm)
+        var tokenKeys = AlignedBuffer(overwrittenCount: rows * kvWidth)
+        var tokenValues = AlignedBuffer(overwrittenCount: rows * kvWidth)
+        var sinkKeyRows = (0..<(s > 0 ? batch : 0)).map { _ in AlignedBuffer(overwrittenCount: s * kvWidth) }
+        var sinkValueRows = sinkKeyRows.map { AlignedBuffer(overwrittenCount: $0.count) }
         let dQ = dQueries.mutablePointer, dK = tokenKeys.mutablePointer, dV = tokenValues.mutablePointer
         let sinkKeyPointers = sinkKeyRows.indices.map { sinkKeyRows[$0].mutablePointer }
         let sinkValuePointers = sinkValueRows.indices.map { sinkValueRows[$0].mutablePointer }
@@ -252,8 +255,10 @@ extension MultiHeadAttention {
         var dQProj = AlignedBuffer(overwrittenCount: dm * dm), dKProj = AlignedBuffer(overwrittenCount: kvWidth * dm)
         var dVProj = AlignedBuffer(overwrittenCount: kvWidth * dm), dSinks = AlignedBuffer(overwrittenCount: s * dm)
         let weightOutputs = (dQProj.mutablePointer, dKProj.mutablePointer, dVProj.mutablePointer, dSinks.mutablePointer)
+        // Every element is written: each row block's first product overwrites it.
+        var input = [Float](unsafeUninitializedCapacity: rows * dm) { $1 = rows * dm }
         withExtendedLifetime((dQueries, tokenKeys, tokenValues, sinkKeys, sinkValues)) {
-        gradients.input.withUnsafeMutableBufferPointer { dInput in
+        input.withUnsafeMutableBufferPointer { dInput in
         withUnsafePointers(to: [x.scalars, sinkStates?.scalars ?? [], qProj.scalars, kProj.scalars, vProj.scalars]) {
             let (x, sinks, wq, wk, wv) = ($0[0], $0[1], $0[2], $0[3], $0[4])
             typealias Term = ProductChain.Term
@@ -281,12 +286,8 @@ extension MultiHeadAttention {
         }
         }
         }
-        gradients.qProj = dQProj.array
-        gradients.kProj = dKProj.array
-        gradients.vProj = dVProj.array
-        gradients.outProj = dOutProj.array
-        if sinkStates != nil { gradients.sinkStates = dSinks.array }
-        return gradients
+        return LayerGradients(input: input, qProj: dQProj.array, kProj: dKProj.array, vProj: dVProj.array,
+                              outProj: dOutProj.array, sinkStates: sinkStates == nil ? nil : dSinks.array)
     }
 }
 
