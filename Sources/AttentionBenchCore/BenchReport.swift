@@ -257,7 +257,8 @@ extension BenchReport {
         }
         out.append("")
         let fewest = w.threadCounts.min() ?? 1
-        let counted = w.timesBackward ? "3 × projections + 14·B·H·D·(visible scores)"
+        let counted = w.timesBackward
+            ? (w.mode == .forward ? "3 × projections + " : "") + "(4 + 10)·B·H·D·(visible scores)"
             : (w.mode == .forward ? "projections + " : "") + "4·B·H·D·(visible scores)"
         out.append("GF/s counts \(counted) flops (see --help); "
                    + "speed-up is over \(fewest) thread\(fewest == 1 ? "" : "s"); flash vs ref = reference time / flash time.")
