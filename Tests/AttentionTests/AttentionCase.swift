@@ -427,13 +427,15 @@ extension AttentionCase {
                 let i = cases.count
                 func rotate<T>(_ values: [T], every stride: Int) -> T { values[(i / stride) % values.count] }
                 let group = rotate(headGroups, every: 1)
-                let dropout: (p: Float, training: Bool) = rotate([(0, false), (0.2, true), (0.5, false)], every: 2)
+                let dropout: (p: Float, training: Bool) = rotate([(0, false), (0.2, true), (0.5, false)], every: 4)
+                // Strides chosen so that no two axes move in lockstep (MQA meets batch 1, every
+                // worker count meets every group ratio).
                 cases.append(AttentionCase(
-                    headDim: rotate([8, 6], every: 3), heads: group.heads, kvHeads: group.kvHeads, keyLength: keys,
-                    queryCount: keys, batch: rotate([1, 2, 3], every: 1), mask: rotate(MaskKind.allCases, every: 1),
+                    headDim: rotate([8, 6], every: 6), heads: group.heads, kvHeads: group.kvHeads, keyLength: keys,
+                    queryCount: keys, batch: rotate([1, 2, 3], every: 3), mask: rotate(MaskKind.allCases, every: 1),
                     sinks: rotate([0, 1, 3], every: 2), causal: rotate([true, false], every: 5), dropout: dropout.p,
                     training: dropout.training, rope: rotate(RoPE.allCases, every: 1),
-                    blocks: rotate(blockChoices, every: 3), workers: rotate(workerChoices, every: 1),
+                    blocks: rotate(blockChoices, every: 3), workers: rotate(workerChoices, every: 7),
                     seed: UInt64(200_000 + i)))
             }
         }

@@ -161,8 +161,9 @@ final class ReferenceBackwardTests: XCTestCase {
             let reference = try model.layerGradients(x, mask: nil, training: true, dropoutSeed: 3, dy: dy,
                                                      kernel: .reference).gradients
             // The last run splits the keys in the forward (its log-sum-exp comes from the merge).
+            // `.chunks(3)` with 7-key blocks: three key chunks (two partial dQs) once seq > 7.
             for (queryBlock, keyBlock, split) in [(1, 1, KeySplit.never), (3, 5, .never), (16, 7, .never),
-                                                  (64, 64, .never), (64, 64, .chunks(3))] {
+                                                  (64, 64, .never), (64, 64, .chunks(3)), (16, 7, .chunks(3))] {
                 model.flashBlockSizes = FlashBlockSizes(queryBlock: queryBlock, keyBlock: keyBlock)
                 model.keySplit = split
                 let flash = try model.layerGradients(x, mask: nil, training: true, dropoutSeed: 3, dy: dy,
@@ -208,7 +209,8 @@ extension ReferenceBackwardTests {
           model.flashBlockSizes = FlashBlockSizes(queryBlock: 8, keyBlock: 5)
           model.keySplit = split
           let x = randomTensor([batch, seq, 32], seed: 32), dy = randomTensor([batch, seq, 32], seed: 33)
-          for kernel in AttentionKernel.allCases {
+          var reference: LayerGradients?
+          for kernel in AttentionKernel.allCases.reversed() {
             var first: LayerGradients?
             for workers in [1, 2, 4] {
                 model.kernelWorkerCount = workers
@@ -216,6 +218,15 @@ extension ReferenceBackwardTests {
                                                          kernel: kernel).gradients
                 guard let first else {
                     first = gradients
+                    if kernel == .reference { reference = gradients }
+                    if kernel == .flash, let reference {
+                        // The key chunks' partial dQs, all of them, reach dx and dWq.
+                        assertClose(gradients.input, reference.input, "\(name): flash dx vs reference")
+                        for parameter in AttentionParameter.allCases {
+                            assertClose(gradients[parameter]!, reference[parameter]!,
+                                        "\(name): flash d\(parameter.rawValue) vs reference")
+                        }
+                    }
                     continue
                 }
                 let label = "\(name), \(kernel), \(workers) workers"
