@@ -25,7 +25,8 @@ import Foundation
 ///
 /// Extra memory: per worker two `[queryBlock, keyBlock]` blocks; `L` and `D` per row; and with
 /// `C` chunks, `C − 1` partial `dQ`s of `[queryCount, groupSize · headDim]` per (batch row, key/
-/// value head). `C` is 1 when batch × key/value heads alone give every processor two items.
+/// value head), of which only the rows that see a chunk's keys are touched. `C` is 1 when batch ×
+/// key/value heads alone give every processor two items, else about four per processor.
 enum FlashBackward {
     /// 64 queries × 128 keys: the blocks of a worker stay in L1/L2, and the key-block products
     /// (`k` = 64 query rows) and the `dQ` product (`k` = 128 keys) are large enough for sgemm.
@@ -61,10 +62,16 @@ enum FlashBackward {
                                scratchCount: scratchCount) { item, scratch in
                 let chunk = item % plan.chunks, bg = item / plan.chunks
                 let b = bg / problem.numKVHeads, kvHead = bg % problem.numKVHeads
-                let target: QueryGradientTarget = chunk == 0
-                    ? .direct
-                    : .partial(partials.base + ((bg * (plan.chunks - 1)) + chunk - 1) * n * partialWidth,
-                               rowStride: partialWidth)
+                let target: QueryGradientTarget
+                if chunk == 0 {
+                    target = .direct
+                } else {
+                    let partial = partials.base + ((bg * (plan.chunks - 1)) + chunk - 1) * n * partialWidth
+                    // Each item zeroes its own, in parallel, and only the rows it can reach.
+                    let rows = plan.partialRows(batch: b, chunk: chunk)
+                    (partial + rows.lowerBound * partialWidth).update(repeating: 0, count: rows.count * partialWidth)
+                    target = .partial(partial, rowStride: partialWidth)
+                }
                 for keyBlock in plan.keyBlocks[b][plan.chunkBlocks[b][chunk]] {
                     for member in 0..<problem.groupSize {
                         let h = kvHead * problem.groupSize + member
@@ -85,7 +92,7 @@ enum FlashBackward {
                 let ldq = problem.queryRowStride
                 for i in plan.queries(block) {
                     let dQ = gradients.queries + (b * n + i) * ldq + kvHead * partialWidth
-                    for chunk in 1..<plan.chunks {
+                    for chunk in 1..<plan.chunks where block >= plan.firstQueryBlocks[b][chunk] {
                         let partial = partials.base + ((bg * (plan.chunks - 1)) + chunk - 1) * n * partialWidth
                             + i * partialWidth
                         for e in 0..<partialWidth { dQ[e] += partial[e] }
@@ -122,6 +129,9 @@ enum FlashBackward {
         let chunks: Int
         /// Per batch row, the key blocks of each chunk.
         let chunkBlocks: [[Range<Int>]]
+        /// Per batch row and chunk, the first query block that sees any of the chunk's keys
+        /// (`queryBlocks` when none does).
+        let firstQueryBlocks: [[Int]]
 
         init(_ problem: AttentionProblem, queryBlock: Int, keyBlock: Int, keySplit: KeySplit) {
             queryCount = problem.queryCount
@@ -142,23 +152,24 @@ enum FlashBackward {
             case .never: chunks = 1
             case .chunks(let count): chunks = max(1, min(count, mostBlocks))
             case .automatic:
-                // Two items per processor (not per worker: the chunks fix the summation order).
+                // Without two items per processor from batch × heads: four per processor, so that
+                // whole key blocks still balance (one key/value head at N = 1,024 has 9 blocks).
+                // Per processor, not per worker: the chunks fix the summation order.
                 let items = problem.batch * problem.numKVHeads
                 let processors = FlashAttention.defaultWorkerCount
-                chunks = items >= 2 * processors ? 1 : max(1, min((2 * processors + items - 1) / items, mostBlocks))
+                chunks = items >= 2 * processors ? 1 : max(1, min((4 * processors + items - 1) / items, mostBlocks))
             }
             // Chunks of about equal work: a key block costs the query blocks that can see it.
-            var chunkBlocks: [[Range<Int>]] = []
+            var chunkBlocks: [[Range<Int>]] = [], firstQueryBlocks: [[Int]] = []
             let n = queryCount, blockCount = queryBlocks, chunks = chunks
             for (b, blocks) in keyBlocks.enumerated() {
-                let work = blocks.map { block in
-                    (0..<blockCount).reduce(0) { count, q in
-                        let queries = (q * queryBlock)..<min(n, (q + 1) * queryBlock)
-                        return count + (FlashBackward.isVisible(problem, batch: b, queries: queries,
-                                                                segment: problem.segments[b][block.segment],
-                                                                keys: block.keys) ? 1 : 0)
+                let seenBy = blocks.map { block in
+                    (0..<blockCount).filter { q in
+                        FlashBackward.isVisible(problem, batch: b, queries: (q * queryBlock)..<min(n, (q + 1) * queryBlock),
+                                                segment: problem.segments[b][block.segment], keys: block.keys)
                     }
                 }
+                let work = seenBy.map(\.count)
                 let total = work.reduce(0, +)
                 var bounds = [0], done = 0
                 for (index, cost) in work.enumerated() where bounds.count < chunks {
@@ -168,8 +179,18 @@ enum FlashBackward {
                 }
                 while bounds.count <= chunks { bounds.append(blocks.count) }
                 chunkBlocks.append((0..<chunks).map { bounds[$0]..<bounds[$0 + 1] })
+                firstQueryBlocks.append((0..<chunks).map { chunk in
+                    seenBy[bounds[chunk]..<bounds[chunk + 1]].compactMap(\.first).min() ?? blockCount
+                })
             }
             self.chunkBlocks = chunkBlocks
+            self.firstQueryBlocks = firstQueryBlocks
+        }
+
+        /// The query rows a chunk's partial `dQ` can receive: from the first query block that
+        /// sees any of its keys (under the causal rule, later chunks reach only later rows).
+        func partialRows(batch b: Int, chunk: Int) -> Range<Int> {
+            min(queryCount, firstQueryBlocks[b][chunk] * queryBlock)..<queryCount
         }
 
         func queries(_ block: Int) -> Range<Int> {
@@ -195,12 +216,11 @@ enum FlashBackward {
         }
     }
 
-    /// The partial `dQ`s of chunks 1, 2, …, zeroed.
+    /// The partial `dQ`s of chunks 1, 2, …; each work item zeroes its own before adding into it.
     private struct PartialGradients: @unchecked Sendable {
         let base: UnsafeMutablePointer<Float>
         init(count: Int) {
             base = .allocate(capacity: max(1, count))
-            base.initialize(repeating: 0, count: count)
         }
         func deallocate() { base.deallocate() }
     }

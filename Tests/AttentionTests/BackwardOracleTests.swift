@@ -248,7 +248,7 @@ extension ReferenceBackwardTests {
                                          useGQA: true, gqaGroups: 1)
         let model = try MultiHeadAttention(config: config, seed: 1)
         for (batch, split, expected) in [(1, KeySplit.chunks(4), 4), (1, .never, 1), (2, .chunks(3), 3),
-                                         (1, .automatic, min(2 * FlashAttention.defaultWorkerCount, 33))] {
+                                         (1, .automatic, min(4 * FlashAttention.defaultWorkerCount, 33))] {
             let seq = 256
             let saved = try model.savedForward(randomTensor([batch, seq, 16], seed: 2), mask: nil, training: false,
                                                dropoutSeed: 0, kernel: .flash)
@@ -271,6 +271,12 @@ extension ReferenceBackwardTests {
                 if plan.chunks > 1 {
                     XCTAssertLessThan(plan.chunkBlocks[b].first!.count, plan.chunkBlocks[b].last!.count,
                                       "batch \(batch), \(split): split by work, not by keys")
+                    // Causal: the last chunk's keys start at token block `first`, so queries before
+                    // that block's first position never see them; its partial dQ starts at the
+                    // query block holding that position.
+                    let first = plan.chunkBlocks[b].last!.lowerBound, firstToken = (first - 1) * 8
+                    XCTAssertEqual(plan.partialRows(batch: b, chunk: plan.chunks - 1),
+                                   (firstToken / 16 * 16)..<seq, "batch \(batch), \(split): partial rows")
                 }
             }
             withExtendedLifetime(saved) {}
