@@ -4,11 +4,9 @@ extension BackwardStep {
     /// See ``AttentionKernelSet/backwardStep(_:)``.
     @inline(__always)
     func run() {
-        if let mask { VectorMath.addScaledMask(mask, count: count, to: scores) }
         // Columns outside `visible`, and the SIMD padding, get p = 0; the padding of dP̃ was
         // never written, so it is cleared before it meets a zero weight (0 · NaN is NaN).
-        scores.update(repeating: -.infinity, count: visible.lowerBound)
-        (scores + visible.upperBound).update(repeating: -.infinity, count: paddedCount - visible.upperBound)
+        VectorMath.maskScores(scores, count: count, paddedCount: paddedCount, visible: visible, mask: mask)
         (gradient + count).update(repeating: 0, count: paddedCount - count)
 
         let shift = VectorMath.Vector(repeating: logSumExp), dot = VectorMath.Vector(repeating: outputDot)

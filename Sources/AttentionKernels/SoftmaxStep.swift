@@ -4,10 +4,8 @@ extension SoftmaxStep {
     /// See ``AttentionKernelSet/softmaxStep(_:)``.
     @inline(__always)
     func run() {
-        if let mask { VectorMath.addScaledMask(mask, count: count, to: row) }
         // Columns outside `visible`, and the SIMD padding, become −∞.
-        row.update(repeating: -.infinity, count: visible.lowerBound)
-        (row + visible.upperBound).update(repeating: -.infinity, count: paddedCount - visible.upperBound)
+        VectorMath.maskScores(row, count: count, paddedCount: paddedCount, visible: visible, mask: mask)
 
         var blockMax = VectorMath.maximum(row, count: paddedCount)
         if blockMax == -.infinity && containsNaN(visible) {

@@ -91,6 +91,18 @@ enum VectorMath {
         return horizontalSum(sum)
     }
 
+    /// The base-2 scores of one row made final: `row[j] += log₂e · mask[j]` for `j < count` when a
+    /// mask is given, then `−∞` outside `visible` and in the padding up to `paddedCount`.
+    @inline(__always)
+    static func maskScores(
+        _ row: UnsafeMutablePointer<Float>, count: Int, paddedCount: Int, visible: Range<Int>,
+        mask: UnsafePointer<Float>?
+    ) {
+        if let mask { addScaledMask(mask, count: count, to: row) }
+        row.update(repeating: -.infinity, count: visible.lowerBound)
+        (row + visible.upperBound).update(repeating: -.infinity, count: paddedCount - visible.upperBound)
+    }
+
     /// `row[j] += log₂e · mask[j]` for `j < count`.
     @inline(__always)
     static func addScaledMask(_ mask: UnsafePointer<Float>, count: Int, to row: UnsafeMutablePointer<Float>) {
