@@ -3,7 +3,13 @@
 public struct AttentionGradients: Sendable {
     /// dL/dx, `[batch, seq, dModel]`.
     public let input: Tensor
-    private let parameters: [AttentionParameter: Tensor]
+    private let gradientsByParameter: [AttentionParameter: Tensor]
+
+    /// `parameters` already checked to be finite.
+    init(input: Tensor, checkedParameters parameters: [AttentionParameter: Tensor]) {
+        self.input = input
+        gradientsByParameter = parameters
+    }
 
     init(_ gradients: LayerGradients, layer: MultiHeadAttention, inputShape: [Int]) throws {
         input = try Tensor(shape: inputShape, scalars: gradients.input)
@@ -13,13 +19,13 @@ public struct AttentionGradients: Sendable {
                 parameters[parameter] = try Tensor(shape: shape, scalars: scalars)
             }
         }
-        self.parameters = parameters
+        gradientsByParameter = parameters
     }
 
     /// dL/d`parameter`, shaped like the parameter (`[dModel, dModel]` for ``AttentionParameter/qProj``,
     /// `[S, dModel]` for ``AttentionParameter/sinkStates``, …); `nil` for the sink states of a
     /// layer without sinks.
-    public subscript(_ parameter: AttentionParameter) -> Tensor? { parameters[parameter] }
+    public subscript(_ parameter: AttentionParameter) -> Tensor? { gradientsByParameter[parameter] }
 }
 
 /// The layer's gradients for one `dy`, each shaped like what it differentiates, as flat arrays.

@@ -85,7 +85,7 @@ extension MultiHeadAttention {
     /// Whether every element is finite, in one SIMD pass: `x · 0` is `±0` for finite `x` and
     /// NaN for NaN and ±∞, and NaN survives the sum. (`firstIndex(where:)` tests one element
     /// at a time: 0.6 % of a 1,024-token forward, on one thread.)
-    private static func allFinite(_ scalars: [Float]) -> Bool {
+    static func allFinite(_ scalars: [Float]) -> Bool {
         scalars.withUnsafeBufferPointer { scalars in
             let lanes = 16
             var sum = SIMD16<Float>()
