@@ -39,9 +39,10 @@ let package = Package(
     products: [
         .library(name: "Attention", targets: ["Attention"]),
         .executable(name: "attention-bench", targets: ["attention-bench"]),
+        .executable(name: "attention-train", targets: ["attention-train"]),
     ],
     dependencies: [
-        // The benchmark's command line only; the library depends on OpenBLAS and LAPACKE alone.
+        // The commands' command lines only; the library depends on OpenBLAS and LAPACKE alone.
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         // `swift package generate-documentation --target Attention` (DocC); build-time only.
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
@@ -81,6 +82,19 @@ let package = Package(
             name: "attention-bench",
             dependencies: ["AttentionBenchCore"]
         ),
+        // The training command (a student layer learns a teacher's outputs), as a library so
+        // that `AttentionTrainTests` can run a tiny training in-process.
+        .target(
+            name: "AttentionTrainCore",
+            dependencies: [
+                "Attention",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "attention-train",
+            dependencies: ["AttentionTrainCore"]
+        ),
         .testTarget(
             name: "AttentionTests",
             dependencies: ["Attention"],
@@ -90,6 +104,10 @@ let package = Package(
         .testTarget(
             name: "AttentionBenchTests",
             dependencies: ["AttentionBenchCore"]
+        ),
+        .testTarget(
+            name: "AttentionTrainTests",
+            dependencies: ["AttentionTrainCore"]
         ),
     ] + kernelTargets
 )

@@ -20,6 +20,9 @@ public protocol AttentionOptimizer: Sendable {
     /// The parameters left alone.
     var frozen: Set<AttentionParameter> { get set }
 
+    /// The step size of the next update; a schedule may change it between steps.
+    var learningRate: Float { get set }
+
     /// One step: every parameter the layer has and that is not frozen moves by its gradient.
     ///
     /// - Throws: ``AttentionError/invalidInput(_:)`` when a trained parameter has no gradient,
@@ -72,7 +75,8 @@ extension AttentionOptimizer {
 ///     g ← g + momentum · b (nesterov), else g ← b                           (when momentum ≠ 0)
 ///     θ ← θ − learningRate · g
 public struct SGD: AttentionOptimizer {
-    public let learningRate: Float
+    /// Settable between steps, as a scheduler sets `param_groups[0]["lr"]` in PyTorch.
+    public var learningRate: Float
     public let momentum: Float
     public let dampening: Float
     public let weightDecay: Float
@@ -171,7 +175,8 @@ public struct SGD: AttentionOptimizer {
 /// with `t` the step count, from 1 (one count for every parameter, as PyTorch keeps per
 /// parameter but steps together).
 public struct AdamW: AttentionOptimizer {
-    public let learningRate: Float
+    /// Settable between steps, as a scheduler sets `param_groups[0]["lr"]` in PyTorch.
+    public var learningRate: Float
     public let betas: (Float, Float)
     public let eps: Float
     public let weightDecay: Float

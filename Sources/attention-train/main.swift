@@ -1,0 +1,4 @@
+import AttentionTrainCore
+import Foundation
+
+exit(AttentionTrainCommand.main(arguments: Array(CommandLine.arguments.dropFirst())))
