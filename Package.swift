@@ -69,12 +69,18 @@ let package = Package(
             dependencies: ["CBLAS", "CLAPACKE", "CPUFeatures", "AttentionKernelInterface"]
                 + kernelLevels.map { .target(name: $0.target) }
         ),
+        // The commands' shared exit-status handling.
+        .target(
+            name: "AttentionCommandLine",
+            dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
         // The benchmark's command, workloads and report formats, as a library so that
         // `AttentionBenchTests` can parse arguments and run a tiny workload in-process.
         .target(
             name: "AttentionBenchCore",
             dependencies: [
                 "Attention",
+                "AttentionCommandLine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -88,6 +94,7 @@ let package = Package(
             name: "AttentionTrainCore",
             dependencies: [
                 "Attention",
+                "AttentionCommandLine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -29,6 +29,25 @@ extension AttentionGradients {
         return AttentionGradients(input: scale(input), checkedParameters: parameters)
     }
 
+    /// The element-wise sum of two gradients of the same input shape (e.g. of two losses over
+    /// the same `x`): every parameter's gradients and the input gradients added.
+    ///
+    /// - Throws: ``AttentionError/invalidShape(_:)`` when they hold different parameters or any
+    ///   two shapes differ. For micro-batches of one batch, use ``accumulating(_:)``.
+    public static func + (lhs: AttentionGradients, rhs: AttentionGradients) throws -> AttentionGradients {
+        guard lhs.input.shape == rhs.input.shape else {
+            throw AttentionError.invalidShape(
+                "input gradient shapes \(lhs.input.shape) and \(rhs.input.shape) must be equal to add them "
+                    + "(accumulating(_:) stacks micro-batches)")
+        }
+        let sum = try lhs.accumulating(rhs)
+        var input = lhs.input
+        for i in input.scalars.indices { input.scalars[i] += rhs.input.scalars[i] }
+        var parameters: [AttentionParameter: Tensor] = [:]
+        for parameter in sum.parameters { parameters[parameter] = sum[parameter]! }
+        return AttentionGradients(input: input, checkedParameters: parameters)
+    }
+
     /// Gradient accumulation: the gradients of this micro-batch and `other` as those of one
     /// batch holding both — each parameter's gradients added, the input gradients stacked along
     /// the batch axis (`other`'s rows after these). For a loss that sums over the batch rows, the

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Attention
+import AttentionCommandLine
 import Foundation
 
 /// `attention-bench`: times `MultiHeadAttention.forward` (or the attention kernel alone) at
@@ -246,21 +247,7 @@ public struct AttentionBenchCommand: ParsableCommand {
     /// Bad arguments and failures print one line, `attention-bench: error: …`, on stderr and
     /// return non-zero (64 for usage errors); `--help` prints the help and returns 0.
     public static func main(arguments: [String]) -> Int32 {
-        do {
-            var command = try parseAsRoot(arguments)
-            try command.run()
-            return 0
-        } catch {
-            let code = exitCode(for: error)
-            if code == .success {
-                print(fullMessage(for: error))
-                return 0
-            }
-            let message = Self.message(for: error)
-                .split(whereSeparator: \.isNewline).joined(separator: " ")
-            FileHandle.standardError.write(Data("attention-bench: error: \(message)\n".utf8))
-            return code.rawValue == 0 ? 1 : code.rawValue
-        }
+        exitStatus(name: "attention-bench", arguments: arguments)
     }
 }
 

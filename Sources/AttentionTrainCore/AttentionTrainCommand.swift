@@ -1,5 +1,6 @@
 import ArgumentParser
 import Attention
+import AttentionCommandLine
 import Foundation
 
 /// `attention-train`: a student attention layer learns a teacher's outputs (``TeacherStudentTraining``).
@@ -112,20 +113,7 @@ public struct AttentionTrainCommand: ParsableCommand {
     /// Runs the command on `arguments`; returns the exit status (64 for bad arguments), the
     /// error on one stderr line.
     public static func main(arguments: [String]) -> Int32 {
-        do {
-            var command = try parseAsRoot(arguments)
-            try command.run()
-            return 0
-        } catch {
-            let code = exitCode(for: error)
-            if code == .success {
-                print(fullMessage(for: error))
-                return 0
-            }
-            let message = Self.message(for: error).split(whereSeparator: \.isNewline).joined(separator: " ")
-            FileHandle.standardError.write(Data("attention-train: error: \(message)\n".utf8))
-            return code.rawValue == 0 ? 1 : code.rawValue
-        }
+        exitStatus(name: "attention-train", arguments: arguments)
     }
 }
 

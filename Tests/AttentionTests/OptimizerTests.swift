@@ -216,6 +216,13 @@ final class OptimizerTests: XCTestCase {
         for parameter in AttentionParameter.allCases {
             assertClose(accumulated[parameter]!, whole[parameter]!, "d\(parameter.rawValue)")
         }
+        // `+`: two losses over the same x add up, input gradients included.
+        let twice = try whole + whole
+        XCTAssertEqual(twice.input.scalars[7], 2 * whole.input.scalars[7])
+        XCTAssertEqual(twice[.sinkStates]!.scalars[5], 2 * whole[.sinkStates]!.scalars[5])
+        assertThrows(AttentionError.invalidShape, containing: ["input gradient shapes [3, 9, 16] and [2, 9, 16]"], "+") {
+            _ = try whole + first
+        }
         let mean = accumulated.scaled(by: 0.5)
         XCTAssertEqual(mean[.qProj]!.scalars[3], accumulated[.qProj]!.scalars[3] * 0.5)
         assertThrows(AttentionError.invalidShape, containing: ["input gradient shapes", "same seq and dModel"], "seq") {
