@@ -67,14 +67,16 @@ public struct SafeTensorsFile: Sendable {
     /// Where the byte buffer (after the header) starts in `data`.
     private let bufferStart: Int
 
-    /// Reads and checks the file at `url`.
+    /// Maps the file at `url` into memory and checks its header: tensors are read from the
+    /// mapping when asked for, so loading one layer of a multi-GB shard touches only that
+    /// layer's pages (and the header's).
     ///
     /// - Throws: ``AttentionError/invalidFile(_:)`` when the file cannot be read or breaks a
     ///   rule of the format (see the type's documentation).
     public init(contentsOf url: URL) throws {
         let data: Data
         do {
-            data = try Data(contentsOf: url)
+            data = try Data(contentsOf: url, options: .alwaysMapped)
         } catch {
             throw AttentionError.invalidFile("cannot read \(url.path): \(error.localizedDescription)")
         }

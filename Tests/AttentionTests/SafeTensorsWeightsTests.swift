@@ -2,6 +2,33 @@ import Foundation
 import XCTest
 @testable import Attention
 
+/// A fresh path in the temporary directory for a weights file.
+func temporaryURL() -> URL {
+    FileManager.default.temporaryDirectory.appendingPathComponent("weights-\(UUID()).safetensors")
+}
+
+/// Every parameter of `a` and `b` has the same shape and bits.
+func assertSameWeights(_ a: MultiHeadAttention, _ b: MultiHeadAttention, file: StaticString = #filePath,
+                       line: UInt = #line) {
+    for parameter in AttentionParameter.allCases {
+        XCTAssertEqual(a.weight(parameter)?.shape, b.weight(parameter)?.shape, "\(parameter)", file: file, line: line)
+        XCTAssertEqual(a.weight(parameter)?.scalars.map(\.bitPattern), b.weight(parameter)?.scalars.map(\.bitPattern),
+                       "\(parameter)", file: file, line: line)
+    }
+}
+
+/// Asserts `body` throws an `AttentionError` of case `expected` with a message mentioning
+/// every fragment, and leaves `layer` unchanged.
+func assertLoadFails(
+    _ layer: MultiHeadAttention, _ expected: ErrorCase, mentioning fragments: [String],
+    file: StaticString = #filePath, line: UInt = #line,
+    _ body: (inout MultiHeadAttention) throws -> Void
+) {
+    var copy = layer
+    assertThrows(expected, containing: fragments, file: file, line: line) { try body(&copy) }
+    assertSameWeights(copy, layer, file: file, line: line)
+}
+
 /// `MultiHeadAttention` weights to and from safetensors files under PyTorch state-dict names,
 /// with and without a prefix: bit-exact round trips, all-or-nothing loading, and errors that
 /// name the tensor (and both shapes) for a missing tensor, a wrong shape, a bias or a prefix
@@ -10,30 +37,6 @@ final class SafeTensorsWeightsTests: XCTestCase {
     let gqaSinks = try! AttentionConfig(dModel: 32, nHeads: 4, useAttentionSinks: true, numAttentionSinks: 2,
                                         useGQA: true, gqaGroups: 2)
 
-    func temporaryURL() -> URL {
-        FileManager.default.temporaryDirectory.appendingPathComponent("weights-\(UUID()).safetensors")
-    }
-
-    func assertSameWeights(_ a: MultiHeadAttention, _ b: MultiHeadAttention, file: StaticString = #filePath,
-                           line: UInt = #line) {
-        for parameter in AttentionParameter.allCases {
-            XCTAssertEqual(a.weight(parameter)?.shape, b.weight(parameter)?.shape, "\(parameter)", file: file, line: line)
-            XCTAssertEqual(a.weight(parameter)?.scalars.map(\.bitPattern), b.weight(parameter)?.scalars.map(\.bitPattern),
-                           "\(parameter)", file: file, line: line)
-        }
-    }
-
-    /// Asserts `body` throws an `AttentionError` of case `expected` with a message mentioning
-    /// every fragment, and leaves `layer` unchanged.
-    func assertLoadFails(
-        _ layer: MultiHeadAttention, _ expected: ErrorCase, mentioning fragments: [String],
-        file: StaticString = #filePath, line: UInt = #line,
-        _ body: (inout MultiHeadAttention) throws -> Void
-    ) {
-        var copy = layer
-        assertThrows(expected, containing: fragments, file: file, line: line) { try body(&copy) }
-        assertSameWeights(copy, layer, file: file, line: line)
-    }
 
     func testSaveThenLoadIsBitExactWithAndWithoutPrefix() throws {
         let source = try MultiHeadAttention(config: gqaSinks, seed: 1)
