@@ -26,7 +26,9 @@ import Foundation
 /// Extra memory: per worker two `[queryBlock, keyBlock]` blocks; `L` and `D` per row; and with
 /// `C` chunks, `C − 1` partial `dQ`s of `[queryCount, groupSize · headDim]` per (batch row, key/
 /// value head), of which only the rows that see a chunk's keys are touched. `C` is 1 when batch ×
-/// key/value heads alone give every processor two items, else about four per processor.
+/// key/value heads alone give every processor two items, else about four per processor, as far
+/// as the partials fit in max(one dQ, 64 MiB) (one key/value head at N = 16,384 and dModel 768:
+/// two chunks).
 enum FlashBackward {
     /// 64 queries × 128 keys: the blocks of a worker stay in L1/L2, and the key-block products
     /// (`k` = 64 query rows) and the `dQ` product (`k` = 128 keys) are large enough for sgemm.
@@ -133,6 +135,9 @@ enum FlashBackward {
         /// (`queryBlocks` when none does).
         let firstQueryBlocks: [[Int]]
 
+        /// Bytes the automatic split may spend on partial dQs beyond one dQ's worth.
+        static let partialBudget = 64 << 20
+
         init(_ problem: AttentionProblem, queryBlock: Int, keyBlock: Int, keySplit: KeySplit) {
             queryCount = problem.queryCount
             self.queryBlock = queryBlock
@@ -157,7 +162,11 @@ enum FlashBackward {
                 // Per processor, not per worker: the chunks fix the summation order.
                 let items = problem.batch * problem.numKVHeads
                 let processors = FlashAttention.defaultWorkerCount
-                chunks = items >= 2 * processors ? 1 : max(1, min((4 * processors + items - 1) / items, mostBlocks))
+                let wanted = items >= 2 * processors ? 1 : max(1, min((4 * processors + items - 1) / items, mostBlocks))
+                // Each chunk after the first costs a partial dQ: keep them all within
+                // max(one dQ, 64 MiB), so many cores and long sequences cannot multiply memory.
+                let partialBytes = max(1, problem.batch * problem.queryCount * problem.queryRowStride * 4)
+                chunks = min(wanted, 1 + max(1, max(partialBytes, Self.partialBudget) / partialBytes))
             }
             // Chunks of about equal work: a key block costs the query blocks that can see it.
             var chunkBlocks: [[Range<Int>]] = [], firstQueryBlocks: [[Int]] = []

@@ -239,6 +239,25 @@ extension ReferenceBackwardTests {
         }
     }
 
+    /// The automatic split keeps its partial dQs within max(one dQ, 64 MiB): one kv head and
+    /// 12 query heads of 64 at N = 16,384 (a 48 MiB dQ) get two chunks whatever the processor
+    /// count; at N = 1,024 (3 MiB) four per processor, up to its 8 key blocks. (The plan reads shapes and
+    /// positions only, so the buffers here are a placeholder.)
+    func testFlashBackwardChunksStayWithinTheirMemoryBudget() {
+        let placeholder = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+        defer { placeholder.deallocate() }
+        for (n, expected) in [(16_384, 2), (1_024, min(4 * FlashAttention.defaultWorkerCount, 8, 1 + (64 << 20) / (1_024 * 768 * 4)))] {
+            let segment = KeyValueSegment(keys: placeholder, values: placeholder, rowStride: 64, rowCount: n,
+                                          firstPosition: 0, isSink: false, firstMaskColumn: nil)
+            let problem = AttentionProblem(
+                batch: 1, queryCount: n, nHeads: 12, numKVHeads: 1, headDim: 64, queries: placeholder,
+                queryFirstPosition: 0, segments: [[segment]], mask: nil, isCausal: true, scale: 0.125, dropout: nil,
+                context: placeholder)
+            let plan = FlashBackward.Plan(problem, queryBlock: 64, keyBlock: 128, keySplit: .automatic)
+            XCTAssertEqual(plan.chunks, expected, "N \(n)")
+        }
+    }
+
     /// The flash backward's work split: every key block of every batch row in exactly one
     /// chunk, in order; one chunk when batch × key/value heads feed every processor twice; and
     /// chunks of about equal work under the causal rule (late keys are seen by fewer queries,
