@@ -19,14 +19,15 @@ extension AttentionGradients {
     /// Every gradient, the input's included, times `factor` (e.g. `1 / microBatches` to turn a
     /// sum over micro-batches into their mean).
     public func scaled(by factor: Float) -> AttentionGradients {
-        func scale(_ tensor: Tensor) -> Tensor {
-            var result = tensor
-            for i in result.scalars.indices { result.scalars[i] *= factor }
-            return result
-        }
         var parameters: [AttentionParameter: Tensor] = [:]
-        for parameter in self.parameters { parameters[parameter] = scale(self[parameter]!) }
-        return AttentionGradients(input: scale(input), checkedParameters: parameters)
+        for parameter in self.parameters { parameters[parameter] = Self.scale(self[parameter]!, by: factor) }
+        return AttentionGradients(input: Self.scale(input, by: factor), checkedParameters: parameters)
+    }
+
+    private static func scale(_ tensor: Tensor, by factor: Float) -> Tensor {
+        var result = tensor
+        for i in result.scalars.indices { result.scalars[i] *= factor }
+        return result
     }
 
     /// The element-wise sum of two gradients of the same input shape (e.g. of two losses over
@@ -40,12 +41,10 @@ extension AttentionGradients {
                 "input gradient shapes \(lhs.input.shape) and \(rhs.input.shape) must be equal to add them "
                     + "(accumulating(_:) stacks micro-batches)")
         }
-        let sum = try lhs.accumulating(rhs)
+        let sums = try lhs.parameterSums(with: rhs)
         var input = lhs.input
         for i in input.scalars.indices { input.scalars[i] += rhs.input.scalars[i] }
-        var parameters: [AttentionParameter: Tensor] = [:]
-        for parameter in sum.parameters { parameters[parameter] = sum[parameter]! }
-        return AttentionGradients(input: input, checkedParameters: parameters)
+        return AttentionGradients(input: input, checkedParameters: sums)
     }
 
     /// Gradient accumulation: the gradients of this micro-batch and `other` as those of one
@@ -56,6 +55,15 @@ extension AttentionGradients {
     /// - Throws: ``AttentionError/invalidShape(_:)`` when the two hold different parameters,
     ///   a parameter's shapes differ, or the input gradients differ in `[seq, dModel]`.
     public func accumulating(_ other: AttentionGradients) throws -> AttentionGradients {
+        let sums = try parameterSums(with: other)
+        let stacked = try Tensor(shape: [input.shape[0] + other.input.shape[0]] + Array(input.shape.dropFirst()),
+                                 scalars: input.scalars + other.input.scalars)
+        return AttentionGradients(input: stacked, checkedParameters: sums)
+    }
+
+    /// Each parameter's gradients of `self` and `other` added, after checking that both hold
+    /// the same parameters of the same shapes and input gradients of the same `[seq, dModel]`.
+    private func parameterSums(with other: AttentionGradients) throws -> [AttentionParameter: Tensor] {
         guard parameters == other.parameters else {
             throw AttentionError.invalidShape(
                 "gradients of \(parameters.map(\.stateDictName)) cannot accumulate gradients of "
@@ -77,9 +85,7 @@ extension AttentionGradients {
             for i in sum.scalars.indices { sum.scalars[i] += addend.scalars[i] }
             sums[parameter] = sum
         }
-        let stacked = try Tensor(shape: [input.shape[0] + other.input.shape[0]] + Array(input.shape.dropFirst()),
-                                 scalars: input.scalars + other.input.scalars)
-        return AttentionGradients(input: stacked, checkedParameters: sums)
+        return sums
     }
 
     /// `torch.nn.utils.clip_grad_norm_`: the global 2-norm of the parameter gradients
@@ -104,11 +110,9 @@ extension AttentionGradients {
         let coefficient = min(1, Double(maxNorm) / (total + 1e-6))
         var parameters: [AttentionParameter: Tensor] = [:]
         for parameter in self.parameters {
-            var tensor = self[parameter]!
-            if clipped.contains(parameter) && coefficient < 1 {
-                for i in tensor.scalars.indices { tensor.scalars[i] *= Float(coefficient) }
-            }
-            parameters[parameter] = tensor
+            let tensor = self[parameter]!
+            parameters[parameter] = clipped.contains(parameter) && coefficient < 1
+                ? Self.scale(tensor, by: Float(coefficient)) : tensor
         }
         return (AttentionGradients(input: input, checkedParameters: parameters), Float(total))
     }
