@@ -1,4 +1,5 @@
 import Attention
+import AttentionCommandLine
 import Foundation
 
 /// Runs a ``Workload``: the sgemm rate first, then, per sequence length and thread count, the
@@ -64,8 +65,8 @@ public struct BenchRunner {
     func measureSgemm() throws -> [SgemmRate] {
         let size = workload.sgemmSize
         guard size > 0 else { return [] }
-        let a = Self.uniformScalars(count: size * size, seed: 1)
-        let b = Self.uniformScalars(count: size * size, seed: 2)
+        let a = uniformScalars(count: size * size, seed: 1)
+        let b = uniformScalars(count: size * size, seed: 2)
         var c = [Float](repeating: 0, count: size * size)
         var rates: [SgemmRate] = []
         for threads in Set([1] + workload.threadCounts).sorted() {
@@ -107,9 +108,9 @@ public struct BenchRunner {
         case .forward:
             let layer = try MultiHeadAttention(config: try w.attentionConfig(), seed: w.seed)
             let x = try Tensor(shape: [w.batch, n, w.dModel],
-                               scalars: Self.uniformScalars(count: w.batch * n * w.dModel, seed: w.seed &+ 1))
+                               scalars: uniformScalars(count: w.batch * n * w.dModel, seed: w.seed &+ 1))
             if w.timesBackward {
-                let dy = try Tensor(shape: x.shape, scalars: Self.uniformScalars(count: x.count, seed: w.seed &+ 2))
+                let dy = try Tensor(shape: x.shape, scalars: uniformScalars(count: x.count, seed: w.seed &+ 2))
                 func step(_ kernel: BenchKernel, _ threads: Int, memory: Bool) throws -> BackwardMemory? {
                     var layer = layer
                     layer.kernelWorkerCount = threads
@@ -132,13 +133,13 @@ public struct BenchRunner {
         case .attentionOnly:
             let qCount = w.batch * n * w.heads * w.headDim, kvCount = w.batch * n * w.kvDim
             let q = try Tensor(shape: [w.batch, n, w.heads * w.headDim],
-                               scalars: Self.uniformScalars(count: qCount, seed: w.seed &+ 1))
+                               scalars: uniformScalars(count: qCount, seed: w.seed &+ 1))
             let k = try Tensor(shape: [w.batch, n, w.kvDim],
-                               scalars: Self.uniformScalars(count: kvCount, seed: w.seed &+ 2))
+                               scalars: uniformScalars(count: kvCount, seed: w.seed &+ 2))
             let v = try Tensor(shape: [w.batch, n, w.kvDim],
-                               scalars: Self.uniformScalars(count: kvCount, seed: w.seed &+ 3))
+                               scalars: uniformScalars(count: kvCount, seed: w.seed &+ 3))
             if w.timesBackward {
-                let dOut = try Tensor(shape: q.shape, scalars: Self.uniformScalars(count: qCount, seed: w.seed &+ 4))
+                let dOut = try Tensor(shape: q.shape, scalars: uniformScalars(count: qCount, seed: w.seed &+ 4))
                 func step(_ kernel: BenchKernel, _ threads: Int, memory: Bool) throws -> BackwardMemory? {
                     try Self.trainingStep(measuresMemory: memory) {
                         try scaledDotProductAttentionWithPullback(
@@ -279,9 +280,9 @@ public struct BenchRunner {
         if w.mode == .forward {
             let layer = try MultiHeadAttention(config: config, seed: w.seed)
             let prompt = try Tensor(shape: [w.batch, n, w.dModel],
-                                    scalars: Self.uniformScalars(count: w.batch * n * w.dModel, seed: w.seed &+ 1))
+                                    scalars: uniformScalars(count: w.batch * n * w.dModel, seed: w.seed &+ 1))
             let token = try Tensor(shape: [w.batch, 1, w.dModel],
-                                   scalars: Self.uniformScalars(count: w.batch * w.dModel, seed: w.seed &+ 4))
+                                   scalars: uniformScalars(count: w.batch * w.dModel, seed: w.seed &+ 4))
             for threads in w.threadCounts {
                 BLAS.threadCount = threads
                 // One layer and one freshly prefilled cache per split; each call appends a token
@@ -311,11 +312,11 @@ public struct BenchRunner {
         }
 
         let q = try Tensor(shape: [w.batch, 1, w.heads * w.headDim],
-                           scalars: Self.uniformScalars(count: w.batch * w.heads * w.headDim, seed: w.seed &+ 1))
+                           scalars: uniformScalars(count: w.batch * w.heads * w.headDim, seed: w.seed &+ 1))
         let k = try Tensor(shape: [w.batch, w.kvHeads, n, w.headDim],
-                           scalars: Self.uniformScalars(count: w.batch * n * w.kvDim, seed: w.seed &+ 2))
+                           scalars: uniformScalars(count: w.batch * n * w.kvDim, seed: w.seed &+ 2))
         let v = try Tensor(shape: [w.batch, w.kvHeads, n, w.headDim],
-                           scalars: Self.uniformScalars(count: w.batch * n * w.kvDim, seed: w.seed &+ 3))
+                           scalars: uniformScalars(count: w.batch * n * w.kvDim, seed: w.seed &+ 3))
         for threads in w.threadCounts {
             BLAS.threadCount = threads
             settleOpenBLASThreads()
@@ -407,17 +408,6 @@ public struct BenchRunner {
         return sorted.count % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
     }
 
-    /// Deterministic uniform values in [-1, 1) (a 64-bit LCG; the top 24 bits of each step).
-    static func uniformScalars(count: Int, seed: UInt64) -> [Float] {
-        var state = seed &* 0x9E37_79B9_7F4A_7C15 &+ 1
-        return [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
-            for i in 0..<count {
-                state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
-                buffer[i] = Float(state >> 40) * (2 / Float(1 << 24)) - 1
-            }
-            initialized = count
-        }
-    }
 }
 
 #if canImport(Glibc)
